@@ -1,0 +1,110 @@
+"""The Flow contract: what the estimator needs from a normalizing flow.
+
+A flow is a bijection ``f: R^D -> R^D`` that maps (centered) data to a standard normal.
+Subclasses implement :meth:`Flow.forward` and :meth:`Flow.inverse`; the Jacobian methods
+have generic :mod:`torch.func` fallbacks that families with structure override for speed.
+"""
+
+import abc
+
+import torch
+from torch import nn
+
+from .. import _linalg
+
+
+class Flow(nn.Module, abc.ABC):
+    """Base class of flowpca's normalizing flows.
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension ``D`` of the space the flow acts on.
+
+    Notes
+    -----
+    The contract, all on batches of shape ``(n, D)``:
+
+    - ``forward(x) -> (y, log_abs_det)``: ``y = f(x)`` and ``log|det J_f(x)|`` per row.
+    - ``inverse(y) -> x``: ``f^{-1}(y)``.
+    - ``jvp(x, v) -> (y, J_f(x) v)``.
+    - ``jacobian(x) -> J``: shape ``(n, D, D)``, ``J[i] = J_f(x[i])``.
+    - ``inverse_jvp(x, v) -> J_f(x)^{-1} v``.
+    - ``frobenius_sq(x, ...) -> ||J_f(x)||_F^2`` per row, exact or estimated.
+    - ``get_config() -> dict``: constructor arguments, so that ``type(flow)(**config)``
+      followed by ``load_state_dict`` rebuilds the flow (used for persistence).
+    """
+
+    #: Whether the Jacobian is the same at every point (the linear flow).
+    is_linear = False
+
+    def __init__(self, n_features):
+        super().__init__()
+        self.n_features = int(n_features)
+
+    @abc.abstractmethod
+    def forward(self, x):
+        """Map data to the latent space.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, D)
+        log_abs_det : torch.Tensor of shape (n,)
+            ``log|det J_f(x)|`` per row.
+        """
+
+    @abc.abstractmethod
+    def inverse(self, y):
+        """Map latent points back to data space: ``x = f^{-1}(y)``."""
+
+    def get_config(self):
+        """Constructor arguments of this flow."""
+        return {"n_features": self.n_features}
+
+    def _map(self, x):
+        return self.forward(x)[0]
+
+    def jvp(self, x, v):
+        """Jacobian-vector products ``(f(x), J_f(x) v)`` row by row."""
+        return torch.func.jvp(self._map, (x,), (v,))
+
+    def jacobian(self, x):
+        """Per-row Jacobians, shape ``(n, D, D)``."""
+        def single(row):
+            return self._map(row.unsqueeze(0)).squeeze(0)
+        return torch.func.vmap(torch.func.jacrev(single))(x)
+
+    def inverse_jvp(self, x, v):
+        """``J_f(x)^{-1} v`` row by row (``v`` of shape ``(n, D)``)."""
+        return _linalg.solve(self.jacobian(x), v.unsqueeze(-1)).squeeze(-1)
+
+    def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
+        """Squared Frobenius norm of the Jacobian per row.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        method : {'exact', 'hutchinson'}
+            'exact' forms the Jacobian; 'hutchinson' returns the unbiased estimate
+            ``mean_k ||J eps_k||^2`` with ``eps_k ~ N(0, I)``.
+        n_probes : int
+            Number of probe vectors for 'hutchinson'.
+        generator : torch.Generator, optional
+            Source of the probes.
+        """
+        if method == "exact":
+            return self.jacobian(x).pow(2).sum(dim=(1, 2))
+        total = 0.0
+        for _ in range(n_probes):
+            eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            total = total + self.jvp(x, eps)[1].pow(2).sum(dim=1)
+        return total / n_probes
+
+    def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
+        """``forward(x)`` and ``frobenius_sq(x)`` together (families may fuse the passes)."""
+        y, log_abs_det = self.forward(x)
+        return y, log_abs_det, self.frobenius_sq(x, method, n_probes, generator)
