@@ -11,7 +11,10 @@ def resolve_device(device):
     elif device == "auto":
         resolved = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     else:
-        resolved = torch.device(device)
+        try:
+            resolved = torch.device(device)
+        except RuntimeError as error:
+            raise ValueError(f"Invalid device={device!r}: {error}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} was requested but CUDA is not available.")
     return resolved

@@ -1,0 +1,572 @@
+"""NormalizingFlowPCA: principal components and a density from a normalizing flow."""
+
+import copy
+import math
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.linalg
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils import check_array, check_random_state
+from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
+
+from . import _device, _jacobian
+from ._objective import log_likelihood
+from ._training import TrainingOptions, train_flow
+from ._version import __version__
+from .exceptions import DegenerateFitWarning
+from .flows import Flow, LinearFlow
+
+# Fitted attributes that only gradient-trained models have.
+_SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_")
+
+# Relative size below which a covariance eigenvalue counts as zero.
+_SINGULAR_RTOL = 1e-12
+
+
+def _flip_rows(Vt):
+    """PCA's sign rule (``svd_flip(..., u_based_decision=False)``): in each row the entry
+    of largest magnitude is positive."""
+    largest = np.argmax(np.abs(Vt), axis=1)
+    signs = np.sign(Vt[np.arange(Vt.shape[0]), largest])
+    signs[signs == 0] = 1.0
+    return Vt * signs[:, None]
+
+
+def _exact_linear_solution(Xc, alpha):
+    """Eigendecomposition of ``Sigma_hat + alpha I`` via the SVD of the centered data.
+
+    Returns the variances (descending) and the orthonormal directions (rows, PCA signs).
+    """
+    n_samples, n_features = Xc.shape
+    _, s, Vt = scipy.linalg.svd(Xc, full_matrices=False)
+    variances = s**2 / n_samples
+    if Vt.shape[0] < n_features:
+        complement = scipy.linalg.null_space(Vt).T
+        Vt = np.vstack([Vt, complement])
+        variances = np.concatenate([variances, np.zeros(complement.shape[0])])
+    return variances + alpha, _flip_rows(Vt)
+
+
+def _n_components_from_ratio(ratio, fraction):
+    """Smallest number of components whose cumulative ratio exceeds ``fraction`` (PCA's
+    rule)."""
+    cumulative = np.cumsum(ratio)
+    return int(min(np.searchsorted(cumulative, fraction, side="right") + 1, ratio.size))
+
+
+class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
+    """Principal component analysis for non-Gaussian data with a normalizing flow.
+
+    Fits a flow ``y = f(x)`` that maps the centered data to a standard normal by maximum
+    likelihood with a Tikhonov penalty ``alpha * ||J_f(x)||_F^2`` on its Jacobian, and
+    reads the data's local principal components off the Jacobian's singular value
+    decomposition ``J_f(x) = U S V^T`` (Feinman & Parthasarathy, 2020): local variances
+    ``s_i^-2`` along the columns of ``V``. With ``flow='linear'`` the model is exactly
+    PCA with covariance ``Sigma + alpha I``.
+
+    Parameters
+    ----------
+    n_components : int, float or None, default=None
+        Number of components returned by :meth:`transform`. An int in
+        ``[1, n_features]``; a float in ``(0, 1)`` selects the smallest number of
+        components whose explained-variance ratio reaches it (as in
+        :class:`~sklearn.decomposition.PCA`); None keeps all ``n_features``. The density
+        model is always full-dimensional, whatever this is.
+    flow : {'linear'} or Flow, default='linear'
+        The flow family, or a :class:`flowpca.flows.Flow` instance (it is copied, never
+        modified).
+    alpha : float, default=5e-5
+        Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
+        for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
+        a floor on every local variance. Choose it with ``GridSearchCV`` (the estimator's
+        :meth:`score` is the held-out log-likelihood).
+    solver : {'auto', 'exact', 'adam'}, default='auto'
+        'exact' solves the linear flow in closed form (eigendecomposition of
+        ``Sigma + alpha I``); 'adam' trains any flow by mini-batch gradient descent;
+        'auto' is 'exact' for the linear flow and 'adam' otherwise.
+    max_iter : int, default=200
+        Maximum number of epochs for 'adam'.
+    batch_size : int, default=200
+        Mini-batch size for 'adam' (capped at the number of samples).
+    learning_rate_init : float, default=1e-3
+        Initial Adam step size.
+    learning_rate : {'adaptive', 'constant'}, default='adaptive'
+        'adaptive' divides the step size by 5 whenever the loss (or validation score)
+        stops improving by ``tol`` for ``n_iter_no_change`` epochs, and stops when it falls
+        below 1e-6; 'constant' stops at the first such plateau.
+    tol : float, default=1e-4
+        Improvement (nats per sample) below which an epoch counts as no progress.
+    n_iter_no_change : int, default=10
+        Epochs without progress tolerated before the plateau rule above applies.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data, follow its log-likelihood for
+        convergence, and keep the weights that scored best on it.
+    validation_fraction : float, default=0.1
+        Fraction of the training data held out when ``early_stopping`` is True.
+    device : {'auto', 'cpu', 'cuda'}, str or torch.device, default='auto'
+        Where the flow is trained and evaluated; 'auto' picks CUDA when available.
+    dtype : {'auto', 'float64', 'float32'}, default='auto'
+        Floating point type of the flow: 'auto' is float64 on CPU and float32 on GPUs.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialization, batch order, validation split, penalty probes and
+        :meth:`sample`. An int makes every result reproducible bit for bit on CPU.
+    verbose : int, default=0
+        Print the loss at every epoch when positive.
+
+    Attributes
+    ----------
+    mean_ : ndarray of shape (n_features,)
+        Per-feature mean of the training data.
+    n_components_ : int
+        Number of components kept.
+    components_ : ndarray of shape (n_components_, n_features)
+        Principal axes (linear flow only; local directions vary with ``x`` otherwise).
+    explained_variance_ : ndarray of shape (n_components_,)
+        Variance of each component; for nonlinear flows, the mean local variance over the
+        training data.
+    explained_variance_ratio_ : ndarray of shape (n_components_,)
+        ``explained_variance_`` divided by the total variance of all ``n_features``
+        components.
+    flow_ : Flow
+        The fitted torch module (maps centered data to the latent space).
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+    n_iter_ : int
+        Epochs run by 'adam'; 1 for the closed-form 'exact' solver.
+    loss_curve_ : list of float
+        Mean training loss per epoch ('adam' only).
+    validation_scores_ : list of float or None
+        Held-out mean log-likelihood per epoch when ``early_stopping`` is True.
+
+    See Also
+    --------
+    sklearn.decomposition.PCA : The linear special case.
+
+    References
+    ----------
+    R. Feinman and N. Parthasarathy, "A Linear Systems Theory of Normalizing Flows",
+    arXiv:2007.06280, 2020.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowpca import NormalizingFlowPCA
+    >>> X = np.random.RandomState(0).normal(size=(100, 3)) * [3.0, 1.0, 0.1]
+    >>> model = NormalizingFlowPCA(n_components=2, flow="linear").fit(X)
+    >>> model.transform(X).shape
+    (100, 2)
+    >>> model.explained_variance_.round(1)
+    array([8.7, 1. ])
+    """
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left"),
+                         Interval(RealNotInt, 0, 1, closed="neither"), None],
+        "flow": [StrOptions({"linear"}), Flow],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "solver": [StrOptions({"auto", "exact", "adam"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [StrOptions({"adaptive", "constant"})],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "device": [str, torch.device],
+        "dtype": [StrOptions({"auto", "float64", "float32"})],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(self, n_components=None, *, flow="linear", alpha=5e-5, solver="auto",
+                 max_iter=200, batch_size=200, learning_rate_init=1e-3,
+                 learning_rate="adaptive", tol=1e-4, n_iter_no_change=10,
+                 early_stopping=False, validation_fraction=0.1, device="auto",
+                 dtype="auto", random_state=None, verbose=0):
+        self.n_components = n_components
+        self.flow = flow
+        self.alpha = alpha
+        self.solver = solver
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate_init = learning_rate_init
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.device = device
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Fit the flow to ``X`` by penalized maximum likelihood.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : NormalizingFlowPCA
+            The fitted estimator.
+        """
+        previous_state = self.__dict__.copy()
+        try:
+            self._fit(X)
+        except BaseException:
+            # A failed fit leaves a previously fitted estimator exactly as it was.
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+        return self
+
+    def _fit(self, X):
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = X.astype(np.float64, copy=False)
+        n_samples, n_features = X.shape
+        if isinstance(self.n_components, Integral) and self.n_components > n_features:
+            raise ValueError(f"n_components={self.n_components} must be between 1 and "
+                             f"n_features={n_features}.")
+        solver = self._resolve_solver()
+        device = _device.resolve_device(self.device)
+        dtype = _device.resolve_dtype(self.dtype, device)
+        random_state = check_random_state(self.random_state)
+
+        mean = X.mean(axis=0)
+        Xc = X - mean
+        fitted = {"n_iter_": 1}  # the closed-form solve counts as one iteration
+        if solver == "exact":
+            variances, directions = _exact_linear_solution(Xc, self.alpha)
+            self._check_nonsingular(variances)
+            weight = directions / np.sqrt(variances)[:, None]
+            flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
+        else:
+            flow, fitted = self._train(Xc, device, dtype, random_state)
+        if flow.is_linear:
+            variances, directions = self._linear_decomposition(flow)
+            fitted["components_"] = None  # set below once n_components_ is known
+        else:
+            variances, directions = self._mean_local_variances(flow, Xc), None
+
+        ratio = variances / variances.sum()
+        n_components = self._resolve_n_components(ratio, n_features)
+        fitted.update(
+            mean_=mean, flow_=flow.requires_grad_(False).eval(), n_components_=n_components,
+            explained_variance_=variances[:n_components],
+            explained_variance_ratio_=ratio[:n_components],
+            _reference_directions=directions if directions is not None else None,
+        )
+        if directions is not None:
+            fitted["components_"] = directions[:n_components]
+        else:
+            fitted.pop("components_", None)
+        self._check_finite_scores(flow, Xc)
+        for name in _SOLVER_ATTRIBUTES + ("components_",):
+            self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
+        for name, value in fitted.items():
+            setattr(self, name, value)
+
+    def _resolve_solver(self):
+        is_linear = isinstance(self.flow, str) and self.flow == "linear" or (
+            isinstance(self.flow, Flow) and self.flow.is_linear)
+        if self.solver == "auto":
+            return "exact" if is_linear else "adam"
+        if self.solver == "exact" and not is_linear:
+            raise ValueError("solver='exact' is only available for flow='linear'; use "
+                             "solver='adam' or 'auto'.")
+        return self.solver
+
+    def _check_nonsingular(self, variances):
+        rank = int(np.sum(variances > _SINGULAR_RTOL * variances.max()))
+        if rank < variances.size:
+            raise ValueError(
+                f"The covariance of X is singular (rank {rank} < n_features="
+                f"{variances.size}), so the maximum-likelihood flow does not exist with "
+                "alpha=0. Set alpha > 0 (a variance floor) or reduce the features.")
+
+    def _make_flow(self, Xc, device, dtype, generator):
+        if isinstance(self.flow, Flow):
+            if self.flow.n_features != Xc.shape[1]:
+                raise ValueError(f"The flow acts on {self.flow.n_features} features but X "
+                                 f"has {Xc.shape[1]} features.")
+            return copy.deepcopy(self.flow).to(device, dtype)
+        # Linear flow from a random rotation scaled to the data (the paper's setting).
+        n_features = Xc.shape[1]
+        gaussian = torch.randn(n_features, n_features, generator=generator,
+                               device=device, dtype=dtype)
+        rotation, _ = torch.linalg.qr(gaussian)
+        scale = 1.0 / math.sqrt(max(Xc.var(axis=0).mean(), np.finfo(float).tiny) + self.alpha)
+        return LinearFlow(n_features, rotation * scale).to(device, dtype)
+
+    def _train(self, Xc, device, dtype, random_state):
+        generator = _device.make_generator(_device.seed_from(random_state), device)
+        x_train, x_val = Xc, None
+        if self.early_stopping:
+            n_val = max(1, int(round(self.validation_fraction * Xc.shape[0])))
+            if n_val >= Xc.shape[0]:
+                raise ValueError("validation_fraction leaves no training samples.")
+            order = random_state.permutation(Xc.shape[0])
+            x_val, x_train = Xc[order[:n_val]], Xc[order[n_val:]]
+        flow = self._make_flow(x_train, device, dtype, generator)
+        options = TrainingOptions(
+            alpha=self.alpha, max_iter=self.max_iter, batch_size=self.batch_size,
+            learning_rate_init=self.learning_rate_init, learning_rate=self.learning_rate,
+            tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
+        x_train_t = _device.to_tensor(x_train, device, dtype)
+        x_val_t = None if x_val is None else _device.to_tensor(x_val, device, dtype)
+        result = train_flow(flow, x_train_t, options, generator, x_val_t)
+        if self.alpha == 0 and flow.is_linear:
+            variances, _ = _exact_linear_solution(Xc, 0.0)
+            if variances.min() <= _SINGULAR_RTOL * variances.max():
+                warnings.warn(
+                    "X has a singular covariance and alpha=0: the likelihood is unbounded "
+                    "and the smallest variances shrink towards zero without settling. "
+                    "Set alpha > 0.", DegenerateFitWarning, stacklevel=3)
+        return flow, {
+            "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
+            "validation_scores_": result.validation_scores if self.early_stopping else None,
+        }
+
+    @staticmethod
+    def _linear_decomposition(flow):
+        """Variances (descending) and directions (rows, PCA signs) of a linear flow."""
+        weight = _device.to_numpy(flow.weight)
+        _, s, Vt = scipy.linalg.svd(weight)
+        order = np.argsort(s, kind="stable")
+        return 1.0 / s[order] ** 2, _flip_rows(Vt[order])
+
+    def _mean_local_variances(self, flow, Xc):
+        total = np.zeros(Xc.shape[1])
+        for x in self._iter_tensor_chunks(Xc, flow):
+            with torch.no_grad():
+                s = _jacobian.local_svd(flow, x)[1]
+            total += _device.to_numpy(s.pow(-2)).sum(axis=0)
+        return total / Xc.shape[0]
+
+    def _resolve_n_components(self, ratio, n_features):
+        if self.n_components is None:
+            return n_features
+        if isinstance(self.n_components, Integral):
+            return int(self.n_components)
+        return _n_components_from_ratio(ratio, self.n_components)
+
+    def _check_finite_scores(self, flow, Xc):
+        with torch.no_grad():
+            for x in self._iter_tensor_chunks(Xc, flow, bytes_per_row=64 * Xc.shape[1]):
+                if not torch.isfinite(log_likelihood(flow, x)).all():
+                    raise FloatingPointError(
+                        "The fitted flow gives non-finite log-likelihoods on its own "
+                        "training data. Try a larger alpha or a smaller learning_rate_init.")
+
+    # ------------------------------------------------------------------ helpers
+    def _flow_device_dtype(self, flow=None):
+        parameter = next((flow or self.flow_).parameters())
+        return parameter.device, parameter.dtype
+
+    def _iter_tensor_chunks(self, Xc, flow=None, bytes_per_row=None):
+        device, dtype = self._flow_device_dtype(flow)
+        if bytes_per_row is None:
+            bytes_per_row = _jacobian.jacobian_bytes_per_row(Xc.shape[1], dtype)
+        for rows in _jacobian.iter_row_chunks(Xc.shape[0], bytes_per_row):
+            yield _device.to_tensor(Xc[rows], device, dtype)
+
+    def _validate_centered(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return X.astype(np.float64, copy=False) - self.mean_
+
+    # ------------------------------------------------------------------ public API
+    def transform(self, X):
+        """Project ``X`` on its local principal components (un-whitened).
+
+        Each point's components are ``S^-1 U^T f(x - mean_)`` from the SVD
+        ``J_f(x) = U S V^T`` of the flow's Jacobian at that point, ordered by local
+        variance, largest first. For the linear flow this equals
+        ``(X - mean_) @ components_.T``, PCA's transform.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_components_)
+        """
+        Xc = self._validate_centered(X)
+        if self.flow_.is_linear:
+            return Xc @ self.components_.T
+        out = np.empty((Xc.shape[0], self.n_components_))
+        reference = None
+        start = 0
+        with torch.no_grad():
+            for x in self._iter_tensor_chunks(Xc):
+                U, s, Vh = _jacobian.local_svd(self.flow_, x)
+                if reference is None and self._reference_directions is not None:
+                    reference = torch.as_tensor(self._reference_directions).to(Vh)
+                if reference is not None:
+                    U, Vh = _jacobian.orient(U, Vh, reference)
+                y = self.flow_(x)[0]
+                components = _jacobian.unwhitened_components(U, s, y)
+                out[start:start + x.shape[0]] = _device.to_numpy(
+                    components[:, :self.n_components_])
+                start += x.shape[0]
+        return out
+
+    def inverse_transform(self, X):
+        """Map components back to data space.
+
+        Missing trailing components are taken as zero, as in PCA. For the linear flow this
+        is ``X @ components_ + mean_``, PCA's inverse transform.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components_)
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        X = self._check_components(X)
+        if not self.flow_.is_linear:
+            raise ValueError("inverse_transform for nonlinear flows is not available yet.")
+        return X @ self.components_ + self.mean_
+
+    def _check_components(self, X):
+        X = check_array(X, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
+        if X.shape[1] != self.n_components_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
+                             f"expects {self.n_components_} components as input.")
+        return X
+
+    def score_samples(self, X):
+        """Log-likelihood of each sample under the fitted model, in nats.
+
+        This is the full ``n_features``-dimensional density, whatever ``n_components`` is:
+        ``log p(x) = -||f(x - mean_)||^2 / 2 - D/2 log(2 pi) + log|det J_f(x - mean_)|``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_likelihood : ndarray of shape (n_samples,)
+        """
+        Xc = self._validate_centered(X)
+        out = np.empty(Xc.shape[0])
+        start = 0
+        with torch.no_grad():
+            for x in self._iter_tensor_chunks(Xc, bytes_per_row=64 * Xc.shape[1]):
+                out[start:start + x.shape[0]] = _device.to_numpy(log_likelihood(self.flow_, x))
+                start += x.shape[0]
+        return out
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the samples (higher is better), for model selection.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples=1, random_state=None):
+        """Draw samples from the fitted density: ``mean_ + f^-1(z)``, ``z ~ N(0, I)``.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples.
+        random_state : int, RandomState instance or None, default=None
+            Seed for the draws; None uses the estimator's ``random_state``.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
+                             "requires at least one sample.")
+        rng = check_random_state(self.random_state if random_state is None else random_state)
+        device, dtype = self._flow_device_dtype()
+        generator = _device.make_generator(_device.seed_from(rng), device)
+        out = np.empty((n_samples, self.n_features_in_))
+        bytes_per_row = 64 * self.n_features_in_
+        with torch.no_grad():
+            for rows in _jacobian.iter_row_chunks(n_samples, bytes_per_row):
+                z = torch.randn(rows.stop - rows.start, self.n_features_in_,
+                                generator=generator, device=device, dtype=dtype)
+                out[rows] = _device.to_numpy(self.flow_.inverse(z))
+        return out + self.mean_
+
+    def get_feature_names_out(self, input_features=None):
+        """Output feature names: ``flowpca0``, ``flowpca1``, ...
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Only checked against the names seen in fit.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self)
+        _check_feature_names_in(self, input_features)
+        return np.asarray([f"flowpca{i}" for i in range(self.n_components_)], dtype=object)
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
+        if "flow_" in state:
+            flow = state["flow_"]
+            state["flow_"] = {
+                "class": type(flow),
+                "config": flow.get_config(),
+                "state": {k: v.detach().cpu().numpy()
+                          for k, v in flow.state_dict().items()},
+            }
+        state["_flowpca_version"] = __version__
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved_version = state.pop("_flowpca_version", None)
+        if saved_version is not None and saved_version != __version__:
+            warnings.warn(f"This model was saved with flowpca {saved_version} and is loaded "
+                          f"with {__version__}; results may differ.", UserWarning)
+        stored = state.get("flow_")
+        if isinstance(stored, dict):
+            flow = stored["class"](**stored["config"])
+            tensors = {k: torch.as_tensor(v) for k, v in stored["state"].items()}
+            flow = flow.to(next(iter(tensors.values())).dtype)
+            flow.load_state_dict(tensors)
+            state["flow_"] = flow.requires_grad_(False).eval()
+        super().__setstate__(state)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags

@@ -1,0 +1,118 @@
+"""The data sets of Feinman & Parthasarathy (2020), generated with known latent factors.
+
+Every generator returns ``(X, latent)``: the observations and the true latent factors,
+one column per factor, so that recovered components can be checked against them.
+"""
+
+import numpy as np
+from sklearn.utils import check_random_state
+
+
+def make_sine_wave(n_samples=10_000, random_state=None):
+    """The paper's 3-D sine wave with a 2-D Gaussian latent.
+
+    ``X = [2 e1, e2 / 2, sin(2 e1)]`` with ``e1, e2 ~ N(0, 1)``.
+
+    Parameters
+    ----------
+    n_samples : int, default=10000
+    random_state : int, RandomState instance or None
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 3)
+    latent : ndarray of shape (n_samples, 2)
+        ``e1`` (along the wave) and ``e2`` (across it).
+    """
+    rng = check_random_state(random_state)
+    eps = rng.normal(size=(n_samples, 2))
+    X = np.column_stack([2 * eps[:, 0], eps[:, 1] / 2, np.sin(2 * eps[:, 0])])
+    return X, eps
+
+
+def make_s_curve_gaussian(n_samples=10_000, random_state=None):
+    """The paper's S-curve, with a Gaussian factor along the curve.
+
+    ``t = 3 pi eta0`` with ``eta0 ~ N(0, 0.15^2)``, height ``eta1 ~ U(0, 1)``,
+    ``X = [sin t, 2 eta1, sign(t) (cos t - 1)]``. (scikit-learn's
+    :func:`~sklearn.datasets.make_s_curve` is the same surface with ``t`` uniform.)
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 3)
+    latent : ndarray of shape (n_samples, 2)
+        ``t`` (along the curve) and the height ``eta1``.
+    """
+    rng = check_random_state(random_state)
+    t = 3 * np.pi * rng.normal(scale=0.15, size=n_samples)
+    height = rng.uniform(size=n_samples)
+    X = np.column_stack([np.sin(t), 2 * height, np.sign(t) * (np.cos(t) - 1)])
+    return X, np.column_stack([t, height])
+
+
+def make_banana(n_samples=10_000, random_state=None):
+    """The paper's 2-D banana: ``X = [2 e1, 0.8 e1^2 + 0.5 e2]``, ``e ~ N(0, I)``.
+
+    Its exact flow to ``N(0, I)`` is :func:`banana_flow` (determinant 1).
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 2)
+    latent : ndarray of shape (n_samples, 2)
+        ``e1`` and ``e2``.
+    """
+    rng = check_random_state(random_state)
+    eps = rng.normal(size=(n_samples, 2))
+    X = np.column_stack([2 * eps[:, 0], 0.8 * eps[:, 0] ** 2 + 0.5 * eps[:, 1]])
+    return X, eps
+
+
+def banana_flow(X):
+    """The paper's analytic map of the banana to ``N(0, I)`` and its Jacobians.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, 2)
+        Banana coordinates (not centered).
+
+    Returns
+    -------
+    Y : ndarray of shape (n, 2)
+    J : ndarray of shape (n, 2, 2)
+    """
+    x1, x2 = X[:, 0], X[:, 1]
+    r3 = np.sqrt(3.0)
+    Y = np.column_stack([-x1 / 4 - r3 * x2 + r3 / 5 * x1**2,
+                         r3 / 4 * x1 - x2 + x1**2 / 5])
+    J = np.empty((X.shape[0], 2, 2))
+    J[:, 0, 0] = -0.25 + 2 * r3 / 5 * x1
+    J[:, 0, 1] = -r3
+    J[:, 1, 0] = r3 / 4 + 0.4 * x1
+    J[:, 1, 1] = -1.0
+    return Y, J
+
+
+def make_embedded_plane(n_samples=1_000, random_state=None):
+    """Appendix A's linear demo: a 2-D Gaussian embedded in 3-D (singular covariance).
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 3)
+    latent : ndarray of shape (n_samples, 2)
+    """
+    rng = check_random_state(random_state)
+    latent = rng.normal(size=(n_samples, 2))
+    return latent @ np.array([[2.0, 1.0, 0.5], [0.0, 1.0, -1.0]]), latent
+
+
+def make_curve_2d(n_samples=1_000, random_state=None):
+    """Appendix A's nonlinear demo: a 1-D curve ``x2 = sin(x1)`` in 2-D, no noise.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, 2)
+    latent : ndarray of shape (n_samples, 1)
+    """
+    rng = check_random_state(random_state)
+    t = rng.normal(size=n_samples)
+    return np.column_stack([t, np.sin(t)]), t[:, None]

@@ -1,0 +1,23 @@
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _no_global_state_change():
+    """Every test checks that flowpca leaves torch's global RNG and thread count alone."""
+    rng_state = torch.random.get_rng_state()
+    n_threads = torch.get_num_threads()
+    yield
+    assert torch.get_num_threads() == n_threads, "torch thread count changed"
+    assert torch.equal(torch.random.get_rng_state(), rng_state), "torch global RNG used"
+
+
+def anisotropic_gaussian(n_samples, n_features, seed=0, scale=None):
+    """Centered-ish Gaussian data with distinct variances along a random rotation."""
+    rng = np.random.RandomState(seed)
+    if scale is None:
+        scale = np.linspace(3.0, 0.3, n_features)
+    rotation, _ = np.linalg.qr(rng.normal(size=(n_features, n_features)))
+    return rng.normal(size=(n_samples, n_features)) * scale @ rotation.T + rng.normal(
+        size=n_features)
