@@ -18,10 +18,21 @@ from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
 from .exceptions import DegenerateFitWarning
-from .flows import Flow, LinearFlow
+from .flows import Flow, LinearFlow, MLPFlow
 
 # Fitted attributes that only gradient-trained models have.
 _SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_")
+
+# Largest dimension for which penalty_estimator='auto' forms the exact Jacobian norm
+# (cost ~ D extra tangent columns per pass) rather than a one-probe Hutchinson estimate.
+_EXACT_PENALTY_MAX_FEATURES = 8
+
+# Median ratio of the smallest local variance to the global variance in that direction
+# below which an unconverged alpha=0 fit is reported as collapsing.
+_COLLAPSE_RATIO = 1e-3
+
+# Redraw rounds for samples whose inverse overflows.
+_MAX_REDRAWS = 100
 
 # Relative size below which a covariance eigenvalue counts as zero.
 _SINGULAR_RTOL = 1e-12
@@ -76,14 +87,27 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         components whose explained-variance ratio reaches it (as in
         :class:`~sklearn.decomposition.PCA`); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
-    flow : {'linear'} or Flow, default='linear'
-        The flow family, or a :class:`flowpca.flows.Flow` instance (it is copied, never
-        modified).
+    flow : {'mlp', 'linear'} or Flow, default='mlp'
+        The flow family: 'mlp' is the paper's invertible MLP (``n_layers`` blocks of a full
+        affine map and an invertible elementwise nonlinearity, then an affine map);
+        'linear' is ``f(x) = W x``, i.e. PCA. A :class:`flowpca.flows.Flow` instance is
+        used as the initial flow (it is copied, never modified).
     alpha : float, default=5e-5
         Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
         for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
         a floor on every local variance. Choose it with ``GridSearchCV`` (the estimator's
         :meth:`score` is the held-out log-likelihood).
+    n_layers : int, default=8
+        Hidden blocks of the 'mlp' flow (the paper uses 8).
+    activation : {'asinh', 'leaky_softplus'}, default='asinh'
+        Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
+        ``0.1 u + 0.9 softplus(u)``.
+    penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
+        How the Jacobian's squared Frobenius norm in the penalty is computed during
+        training: 'exact' pushes the identity through the flow (about ``n_features``
+        times the cost of a forward pass), 'hutchinson' uses the unbiased one-probe
+        estimate ``||J eps||^2``, ``eps ~ N(0, I)``; 'auto' is 'exact' for up to 8
+        features and 'hutchinson' above.
     solver : {'auto', 'exact', 'adam'}, default='auto'
         'exact' solves the linear flow in closed form (eigendecomposition of
         ``Sigma + alpha I``); 'adam' trains any flow by mini-batch gradient descent;
@@ -92,8 +116,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Maximum number of epochs for 'adam'.
     batch_size : int, default=200
         Mini-batch size for 'adam' (capped at the number of samples).
-    learning_rate_init : float, default=1e-3
-        Initial Adam step size.
+    learning_rate_init : float, default=1e-2
+        Initial Adam step size (the adaptive schedule lowers it on plateaus).
     learning_rate : {'adaptive', 'constant'}, default='adaptive'
         'adaptive' divides the step size by 5 whenever the loss (or validation score)
         stops improving by ``tol`` for ``n_iter_no_change`` epochs, and stops when it falls
@@ -168,7 +192,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"),
                          Interval(RealNotInt, 0, 1, closed="neither"), None],
-        "flow": [StrOptions({"linear"}), Flow],
+        "flow": [StrOptions({"mlp", "linear"}), Flow],
+        "n_layers": [Interval(Integral, 0, None, closed="left")],
+        "activation": [StrOptions({"asinh", "leaky_softplus"})],
+        "penalty_estimator": [StrOptions({"auto", "exact", "hutchinson"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions({"auto", "exact", "adam"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -185,14 +212,18 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "verbose": ["verbose"],
     }
 
-    def __init__(self, n_components=None, *, flow="linear", alpha=5e-5, solver="auto",
-                 max_iter=200, batch_size=200, learning_rate_init=1e-3,
+    def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
+                 activation="asinh", penalty_estimator="auto", solver="auto",
+                 max_iter=200, batch_size=200, learning_rate_init=1e-2,
                  learning_rate="adaptive", tol=1e-4, n_iter_no_change=10,
                  early_stopping=False, validation_fraction=0.1, device="auto",
                  dtype="auto", random_state=None, verbose=0):
         self.n_components = n_components
         self.flow = flow
         self.alpha = alpha
+        self.n_layers = n_layers
+        self.activation = activation
+        self.penalty_estimator = penalty_estimator
         self.solver = solver
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -256,6 +287,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
         else:
             flow, fitted = self._train(Xc, device, dtype, random_state)
+        self._check_finite_scores(flow, Xc)
         if flow.is_linear:
             variances, directions = self._linear_decomposition(flow)
             fitted["components_"] = None  # set below once n_components_ is known
@@ -274,7 +306,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             fitted["components_"] = directions[:n_components]
         else:
             fitted.pop("components_", None)
-        self._check_finite_scores(flow, Xc)
         for name in _SOLVER_ATTRIBUTES + ("components_",):
             self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
         for name, value in fitted.items():
@@ -304,6 +335,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 raise ValueError(f"The flow acts on {self.flow.n_features} features but X "
                                  f"has {Xc.shape[1]} features.")
             return copy.deepcopy(self.flow).to(device, dtype)
+        if self.flow == "mlp":
+            return MLPFlow.from_data(_device.to_tensor(Xc, device, dtype), self.alpha,
+                                     n_layers=self.n_layers, activation=self.activation,
+                                     generator=generator)
         # Linear flow from a random rotation scaled to the data (the paper's setting).
         n_features = Xc.shape[1]
         gaussian = torch.randn(n_features, n_features, generator=generator,
@@ -322,24 +357,50 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             order = random_state.permutation(Xc.shape[0])
             x_val, x_train = Xc[order[:n_val]], Xc[order[n_val:]]
         flow = self._make_flow(x_train, device, dtype, generator)
+        penalty = self.penalty_estimator
+        if penalty == "auto":
+            penalty = ("exact" if Xc.shape[1] <= _EXACT_PENALTY_MAX_FEATURES
+                       else "hutchinson")
         options = TrainingOptions(
-            alpha=self.alpha, max_iter=self.max_iter, batch_size=self.batch_size,
+            alpha=self.alpha, penalty=penalty, max_iter=self.max_iter, batch_size=self.batch_size,
             learning_rate_init=self.learning_rate_init, learning_rate=self.learning_rate,
             tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
         x_train_t = _device.to_tensor(x_train, device, dtype)
         x_val_t = None if x_val is None else _device.to_tensor(x_val, device, dtype)
         result = train_flow(flow, x_train_t, options, generator, x_val_t)
-        if self.alpha == 0 and flow.is_linear:
-            variances, _ = _exact_linear_solution(Xc, 0.0)
-            if variances.min() <= _SINGULAR_RTOL * variances.max():
-                warnings.warn(
-                    "X has a singular covariance and alpha=0: the likelihood is unbounded "
-                    "and the smallest variances shrink towards zero without settling. "
-                    "Set alpha > 0.", DegenerateFitWarning, stacklevel=3)
+        if self.alpha == 0:
+            self._warn_if_unbounded(flow, Xc, result.converged)
         return flow, {
             "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
             "validation_scores_": result.validation_scores if self.early_stopping else None,
         }
+
+    def _warn_if_unbounded(self, flow, Xc, converged):
+        """Without the penalty, data on a lower-dimensional set make the likelihood
+        unbounded: the flow's local variance across the set shrinks towards zero for as
+        long as training runs (paper, section 5)."""
+        if flow.is_linear:
+            variances, _ = _exact_linear_solution(Xc, 0.0)
+            collapsed = variances.min() <= _SINGULAR_RTOL * variances.max()
+        else:
+            # Median over points of the smallest local variance relative to the data's
+            # global variance along the same direction.
+            covariance = torch.as_tensor(Xc.T @ Xc / Xc.shape[0])
+            ratios = []
+            for x in self._iter_tensor_chunks(Xc, flow):
+                with torch.no_grad():
+                    _, s, Vh = _jacobian.local_svd(flow, x)
+                thinnest = Vh[:, -1, :].to(covariance)
+                global_variance = torch.einsum("ni,ij,nj->n", thinnest, covariance, thinnest)
+                ratios.append(_device.to_numpy(s[:, -1].to(covariance).pow(-2)
+                                               / global_variance))
+            collapsed = not converged and np.median(np.concatenate(ratios)) < _COLLAPSE_RATIO
+        if collapsed:
+            warnings.warn(
+                "With alpha=0 the data appear to lie on a lower-dimensional set: the "
+                "likelihood is unbounded there, and the flow's Jacobian grows (its "
+                "smallest local variances shrink towards zero) without settling. "
+                "Set alpha > 0.", DegenerateFitWarning, stacklevel=3)
 
     @staticmethod
     def _linear_decomposition(flow):
@@ -514,11 +575,30 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         generator = _device.make_generator(_device.seed_from(rng), device)
         out = np.empty((n_samples, self.n_features_in_))
         bytes_per_row = 64 * self.n_features_in_
+        n_redrawn = 0
         with torch.no_grad():
             for rows in _jacobian.iter_row_chunks(n_samples, bytes_per_row):
                 z = torch.randn(rows.stop - rows.start, self.n_features_in_,
                                 generator=generator, device=device, dtype=dtype)
-                out[rows] = _device.to_numpy(self.flow_.inverse(z))
+                x = self.flow_.inverse(z)
+                # Heavy-tailed flows (asinh layers invert to nested sinh) can overflow far
+                # in the tails: redraw those rows, i.e. sample the representable part.
+                for _ in range(_MAX_REDRAWS):
+                    bad = ~torch.isfinite(x).all(dim=1)
+                    if not bad.any():
+                        break
+                    n_redrawn += int(bad.sum())
+                    z = torch.randn(int(bad.sum()), self.n_features_in_,
+                                    generator=generator, device=device, dtype=dtype)
+                    x[bad] = self.flow_.inverse(z)
+                else:
+                    raise FloatingPointError("The fitted flow's inverse overflows for most "
+                                             "draws; the model cannot be sampled.")
+                out[rows] = _device.to_numpy(x)
+        if n_redrawn:
+            warnings.warn(f"{n_redrawn} of {n_samples} draws overflowed in the flow's "
+                          "inverse (heavy tails) and were redrawn.", UserWarning,
+                          stacklevel=2)
         return out + self.mean_
 
     def get_feature_names_out(self, input_features=None):

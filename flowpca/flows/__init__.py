@@ -2,5 +2,6 @@
 
 from ._base import Flow
 from .linear import LinearFlow
+from .mlp import MLPFlow
 
-__all__ = ["Flow", "LinearFlow"]
+__all__ = ["Flow", "LinearFlow", "MLPFlow"]
