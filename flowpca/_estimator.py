@@ -1,6 +1,7 @@
 """NormalizingFlowPCA: principal components and a density from a normalizing flow."""
 
 import copy
+from contextlib import nullcontext as _nullcontext
 import math
 import warnings
 from numbers import Integral, Real
@@ -8,12 +9,13 @@ from numbers import Integral, Real
 import numpy as np
 import scipy.linalg
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from . import _device, _jacobian
+from . import _device, _inverse, _jacobian, _orientation
 from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
@@ -30,6 +32,16 @@ _EXACT_PENALTY_MAX_FEATURES = 8
 # Median ratio of the smallest local variance to the global variance in that direction
 # below which an unconverged alpha=0 fit is reported as collapsing.
 _COLLAPSE_RATIO = 1e-3
+
+# Reference field for component signs: at most this many training points, and at most
+# this many stored floats (points x components x features).
+_MAX_REFERENCE_POINTS = 1000
+_REFERENCE_FLOATS = 20_000_000
+
+# svd_solver='auto' goes matrix-free from this many features when at most
+# 1/_RANDOMIZED_MIN_RATIO of them are kept as components.
+_RANDOMIZED_MIN_FEATURES = 256
+_RANDOMIZED_MIN_RATIO = 16
 
 # Redraw rounds for samples whose inverse overflows.
 _MAX_REDRAWS = 100
@@ -108,6 +120,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         times the cost of a forward pass), 'hutchinson' uses the unbiased one-probe
         estimate ``||J eps||^2``, ``eps ~ N(0, I)``; 'auto' is 'exact' for up to 8
         features and 'hutchinson' above.
+    svd_solver : {'auto', 'full', 'randomized'}, default='auto'
+        How the per-point components are computed: 'full' takes the SVD of each point's
+        ``D x D`` Jacobian; 'randomized' runs subspace iteration on the local covariance
+        with inverse-Jacobian-vector products only; 'auto' is 'randomized' from 256
+        features when ``n_components_`` is at most a 16th of them, else 'full'.
+    inverse_tol : float, default=1e-8
+        Residual (in component units) at which :meth:`inverse_transform` stops for a
+        nonlinear flow.
+    inverse_max_iter : int, default=100
+        Iterations at most for :meth:`inverse_transform` with a nonlinear flow.
     solver : {'auto', 'exact', 'adam'}, default='auto'
         'exact' solves the linear flow in closed form (eigendecomposition of
         ``Sigma + alpha I``); 'adam' trains any flow by mini-batch gradient descent;
@@ -197,6 +219,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "activation": [StrOptions({"asinh", "leaky_softplus"})],
         "penalty_estimator": [StrOptions({"auto", "exact", "hutchinson"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
+        "svd_solver": [StrOptions({"auto", "full", "randomized"})],
+        "inverse_tol": [Interval(Real, 0, None, closed="neither")],
+        "inverse_max_iter": [Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions({"auto", "exact", "adam"})],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -213,8 +238,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
-                 activation="asinh", penalty_estimator="auto", solver="auto",
-                 max_iter=200, batch_size=200, learning_rate_init=1e-2,
+                 activation="asinh", penalty_estimator="auto", svd_solver="auto",
+                 inverse_tol=1e-8, inverse_max_iter=100, solver="auto", max_iter=200, batch_size=200, learning_rate_init=1e-2,
                  learning_rate="adaptive", tol=1e-4, n_iter_no_change=10,
                  early_stopping=False, validation_fraction=0.1, device="auto",
                  dtype="auto", random_state=None, verbose=0):
@@ -224,6 +249,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self.n_layers = n_layers
         self.activation = activation
         self.penalty_estimator = penalty_estimator
+        self.svd_solver = svd_solver
+        self.inverse_tol = inverse_tol
+        self.inverse_max_iter = inverse_max_iter
         self.solver = solver
         self.max_iter = max_iter
         self.batch_size = batch_size
@@ -290,26 +318,53 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self._check_finite_scores(flow, Xc)
         if flow.is_linear:
             variances, directions = self._linear_decomposition(flow)
-            fitted["components_"] = None  # set below once n_components_ is known
         else:
-            variances, directions = self._mean_local_variances(flow, Xc), None
-
+            variances = self._mean_local_variances(flow, Xc)
         ratio = variances / variances.sum()
         n_components = self._resolve_n_components(ratio, n_features)
         fitted.update(
             mean_=mean, flow_=flow.requires_grad_(False).eval(), n_components_=n_components,
             explained_variance_=variances[:n_components],
             explained_variance_ratio_=ratio[:n_components],
-            _reference_directions=directions if directions is not None else None,
         )
-        if directions is not None:
+        if flow.is_linear:
             fitted["components_"] = directions[:n_components]
+            fitted["_reference_points"] = np.zeros((1, n_features))
+            fitted["_reference_directions"] = directions[None, :n_components]
         else:
-            fitted.pop("components_", None)
-        for name in _SOLVER_ATTRIBUTES + ("components_",):
+            fitted["_reference_points"], fitted["_reference_directions"] = \
+                self._reference_field(flow, Xc, n_components, random_state)
+        for name in _SOLVER_ATTRIBUTES + ("components_", "_reference_point_components"):
             self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
         for name, value in fitted.items():
             setattr(self, name, value)
+        if not flow.is_linear:  # starting points of inverse_transform
+            self._reference_point_components = self.transform(
+                self._reference_points + self.mean_)
+
+    def _reference_field(self, flow, Xc, n_components, random_state):
+        """Oriented local directions on a subsample of the training data (see
+        :mod:`flowpca._orientation`)."""
+        n_samples, n_features = Xc.shape
+        budget = max(1, _REFERENCE_FLOATS // (n_components * n_features))
+        m = min(n_samples, _MAX_REFERENCE_POINTS, budget)
+        rows = np.sort(random_state.choice(n_samples, m, replace=False)) if m < n_samples \
+            else np.arange(n_samples)
+        points = Xc[rows]
+        method = self._svd_method(n_features, n_components)
+        directions = []
+        for x in self._iter_tensor_chunks(points, flow):
+            with torch.no_grad() if method == "full" else _nullcontext():
+                _, Vh, _ = _jacobian.top_local_components(flow, x, n_components, method)
+            directions.append(_device.to_numpy(Vh))
+        return points, _orientation.orient_reference_field(points, np.concatenate(directions))
+
+    def _svd_method(self, n_features, n_components):
+        if self.svd_solver != "auto":
+            return self.svd_solver
+        large = (n_features >= _RANDOMIZED_MIN_FEATURES
+                 and n_components * _RANDOMIZED_MIN_RATIO <= n_features)
+        return "randomized" if large else "full"
 
     def _resolve_solver(self):
         is_linear = isinstance(self.flow, str) and self.flow == "linear" or (
@@ -470,28 +525,38 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Xc = self._validate_centered(X)
         if self.flow_.is_linear:
             return Xc @ self.components_.T
-        out = np.empty((Xc.shape[0], self.n_components_))
-        reference = None
-        start = 0
-        with torch.no_grad():
-            for x in self._iter_tensor_chunks(Xc):
-                U, s, Vh = _jacobian.local_svd(self.flow_, x)
-                if reference is None and self._reference_directions is not None:
-                    reference = torch.as_tensor(self._reference_directions).to(Vh)
-                if reference is not None:
-                    U, Vh = _jacobian.orient(U, Vh, reference)
-                y = self.flow_(x)[0]
-                components = _jacobian.unwhitened_components(U, s, y)
-                out[start:start + x.shape[0]] = _device.to_numpy(
-                    components[:, :self.n_components_])
-                start += x.shape[0]
-        return out
+        return np.concatenate([_device.to_numpy(self._oriented_components(x)[2])
+                               for x in self._iter_tensor_chunks(Xc)]) \
+            if Xc.shape[0] else np.empty((0, self.n_components_))
+
+    def _oriented_components(self, x, n_components=None, full=False):
+        """``(s, Vh, y_hat)`` of the top components at centered points ``x``, oriented
+        like the nearest reference point. With ``full``, all ``D`` components (the ones
+        past the reference field keep arbitrary signs)."""
+        k = self.n_components_
+        method = "full" if full else self._svd_method(x.shape[1], k)
+        with torch.no_grad() if method == "full" else _nullcontext():
+            s, Vh, y_hat = _jacobian.top_local_components(
+                self.flow_, x, x.shape[1] if full else k, method)
+        s, Vh, y_hat = s.detach(), Vh.detach(), y_hat.detach()
+        points = torch.as_tensor(self._reference_points).to(x)
+        nearest = _orientation.nearest_reference(x, points)
+        reference = torch.as_tensor(self._reference_directions).to(x)[nearest]
+        signs = torch.where((Vh[:, :k] * reference).sum(dim=-1) < 0, -1.0, 1.0).to(x)
+        Vh = torch.cat([Vh[:, :k] * signs.unsqueeze(-1), Vh[:, k:]], dim=1)
+        y_hat = torch.cat([y_hat[:, :k] * signs, y_hat[:, k:]], dim=1)
+        return s, Vh, y_hat
 
     def inverse_transform(self, X):
         """Map components back to data space.
 
-        Missing trailing components are taken as zero, as in PCA. For the linear flow this
-        is ``X @ components_ + mean_``, PCA's inverse transform.
+        Returns the point whose components are ``X``, with missing trailing components
+        taken as zero, as in PCA. For the linear flow this is ``X @ components_ + mean_``,
+        PCA's inverse transform. For nonlinear flows the equation
+        ``transform(x) = X`` is solved per point by Levenberg-Marquardt from the linear
+        solution (see :mod:`flowpca._inverse`); points that do not converge to
+        ``inverse_tol`` within ``inverse_max_iter`` iterations are reported in a
+        :class:`~sklearn.exceptions.ConvergenceWarning` with the worst residual.
 
         Parameters
         ----------
@@ -503,9 +568,101 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._check_components(X)
-        if not self.flow_.is_linear:
-            raise ValueError("inverse_transform for nonlinear flows is not available yet.")
-        return X @ self.components_ + self.mean_
+        if self.flow_.is_linear:
+            return X @ self.components_ + self.mean_
+        n_features, k = self.n_features_in_, self.n_components_
+        device, dtype = self._flow_device_dtype()
+        points = torch.as_tensor(self._reference_points).to(device, dtype)
+        point_components = torch.as_tensor(self._reference_point_components).to(points)
+        out, residuals = [], []
+        for rows in _jacobian.iter_row_chunks(X.shape[0], _jacobian.jacobian_bytes_per_row(
+                n_features, dtype) * (2 * n_features + 2)):
+            target = torch.zeros(rows.stop - rows.start, n_features, device=device,
+                                 dtype=dtype)
+            target[:, :k] = _device.to_tensor(X[rows], device, dtype)
+
+            def residual(x, index):
+                return self._oriented_components(x, full=True)[2] - target[index]
+
+            # Start from the reference point whose components are nearest the target.
+            start = points[torch.cdist(target[:, :k], point_components).argmin(dim=1)]
+            x, norm = _inverse.levenberg_marquardt(residual, start, tol=self.inverse_tol,
+                                                   max_iter=self.inverse_max_iter)
+            out.append(_device.to_numpy(x))
+            residuals.append(_device.to_numpy(norm))
+        residuals = np.concatenate(residuals) if residuals else np.empty(0)
+        failed = ~(residuals <= self.inverse_tol)
+        if failed.any():
+            warnings.warn(f"inverse_transform did not converge for {failed.sum()} of "
+                          f"{failed.size} points (worst residual {np.nanmax(residuals):.3g} "
+                          f"> inverse_tol={self.inverse_tol}).", ConvergenceWarning,
+                          stacklevel=2)
+        return (np.concatenate(out) if out else np.empty((0, n_features))) + self.mean_
+
+    # ------------------------------------------------------------------ diagnostics
+    def local_variances(self, X):
+        """Local variances of the fitted density at each point, largest first.
+
+        ``s_i(x)^-2`` for the singular values of the flow's Jacobian at ``x``: the
+        variances of the local Gaussian approximation. Directions the data do not occupy
+        get about ``alpha`` (the floor). For the linear flow, PCA's variances (times
+        ``(n - 1) / n``, plus ``alpha``) at every point.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        variances : ndarray of shape (n_samples, n_features)
+        """
+        Xc = self._validate_centered(X)
+        chunks = []
+        with torch.no_grad():
+            for x in self._iter_tensor_chunks(Xc):
+                chunks.append(_device.to_numpy(_jacobian.local_svd(self.flow_, x)[1] ** -2))
+        return np.concatenate(chunks) if chunks else np.empty((0, Xc.shape[1]))
+
+    def local_directions(self, X):
+        """Local principal directions at each point, in input space.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        directions : ndarray of shape (n_samples, n_features, n_components_)
+            Unit columns ``v_i(x)`` ordered like :meth:`transform`'s components and with
+            the same signs. For the linear flow, ``components_.T`` at every point.
+        """
+        Xc = self._validate_centered(X)
+        chunks = [_device.to_numpy(self._oriented_components(x)[1].transpose(1, 2))
+                  for x in self._iter_tensor_chunks(Xc)]
+        return np.concatenate(chunks) if chunks else np.empty(
+            (0, Xc.shape[1], self.n_components_))
+
+    def local_covariance(self, X):
+        """Covariance of the local Gaussian approximation, ``J^-1 J^-T``, at each point.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        covariance : ndarray of shape (n_samples, n_features, n_features)
+            For the linear flow, PCA's covariance (times ``(n - 1) / n``) plus
+            ``alpha I`` at every point.
+        """
+        Xc = self._validate_centered(X)
+        chunks = []
+        with torch.no_grad():
+            for x in self._iter_tensor_chunks(Xc):
+                _, s, Vh = _jacobian.local_svd(self.flow_, x)
+                covariance = Vh.transpose(1, 2) @ (Vh / s.unsqueeze(-1) ** 2)
+                chunks.append(_device.to_numpy(covariance))
+        return np.concatenate(chunks) if chunks else np.empty((0,) + (Xc.shape[1],) * 2)
 
     def _check_components(self, X):
         X = check_array(X, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)

@@ -57,3 +57,68 @@ def orient(U, Vh, reference):
 def unwhitened_components(U, s, y):
     """``y_hat = S^{-1} U^T y`` row by row (Feinman & Parthasarathy 2020, section 4)."""
     return torch.einsum("nji,nj->ni", U, y) / s
+
+
+def top_local_components(flow, x, n_components, method="full", n_oversamples=10,
+                         n_iter=30, generator=None):
+    """The ``n_components`` largest-variance local components at each row of ``x``.
+
+    Parameters
+    ----------
+    flow : Flow
+    x : torch.Tensor of shape (n, D)
+        Centered points.
+    n_components : int
+    method : {'full', 'randomized'}
+        'full' takes the SVD of the whole Jacobian; 'randomized' runs subspace iteration
+        on the local covariance ``J^{-1} J^{-T}`` with the flow's inverse-Jacobian-vector
+        products only (no ``D x D`` matrix is formed or decomposed).
+    n_oversamples, n_iter : int
+        Extra subspace columns and iterations for 'randomized'.
+    generator : torch.Generator, optional
+        Start of the subspace for 'randomized'.
+
+    Returns
+    -------
+    s : torch.Tensor of shape (n, k)
+        Singular values of ``J``, ascending (local variances ``s**-2`` descending).
+    Vh : torch.Tensor of shape (n, k, D)
+        Local directions (rows), signs not yet oriented.
+    y_hat : torch.Tensor of shape (n, k)
+        Un-whitened components ``v_i^T J^{-1} f(x) = s_i^{-1} u_i^T f(x)``.
+    """
+    y = flow(x)[0]
+    if method == "full":
+        U, s, Vh = local_svd(flow, x)
+        k = n_components
+        return s[:, :k], Vh[:, :k], unwhitened_components(U[..., :k], s[:, :k], y)
+    return _randomized_top_components(flow, x, y, n_components, n_oversamples, n_iter,
+                                      generator)
+
+
+def _repeat_rows(x, k):
+    return x.unsqueeze(1).expand(-1, k, -1).reshape(-1, x.shape[1])
+
+
+def _randomized_top_components(flow, x, y, k, n_oversamples, n_iter, generator):
+    n, D = x.shape
+    q = min(D, k + n_oversamples)
+    y_rep = _repeat_rows(y, q)
+    x_rep = _repeat_rows(x, q)
+    _, inverse_vjp = torch.func.vjp(flow.inverse, y_rep)
+
+    def covariance_times(Q):  # (n, q, D) -> J^{-1} J^{-T} Q, column by column
+        JinvT_Q = inverse_vjp(Q.reshape(-1, D))[0]
+        return flow.inverse_jvp(x_rep, JinvT_Q).reshape(n, q, D)
+
+    Q = torch.randn((n, q, D), generator=generator, dtype=x.dtype, device=x.device)
+    Q = torch.linalg.qr(Q.transpose(1, 2))[0].transpose(1, 2)
+    for _ in range(n_iter):
+        Q = torch.linalg.qr(covariance_times(Q).transpose(1, 2))[0].transpose(1, 2)
+    # Rayleigh-Ritz: B = J^{-T} Q, so Q^T C Q = B^T B; its SVD orders the directions.
+    B = inverse_vjp(Q.reshape(-1, D))[0].reshape(n, q, D)
+    _, sigma, Wh = torch.linalg.svd(B.transpose(1, 2), full_matrices=False)
+    Vh = (Wh[:, :k] @ Q)  # rows: top-k eigenvectors of the local covariance
+    s = 1.0 / sigma[:, :k]
+    y_hat = (Vh * flow.inverse_jvp(x, y).unsqueeze(1)).sum(dim=-1)
+    return s, Vh, y_hat
