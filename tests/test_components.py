@@ -1,0 +1,193 @@
+"""Local principal components: transform, signs, inverse_transform, diagnostics."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import spearmanr
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+
+from flowpca import NormalizingFlowPCA, _jacobian
+from flowpca.datasets import make_banana, make_sine_wave
+from flowpca.flows import Flow, MLPFlow
+
+from .conftest import anisotropic_gaussian
+
+RTOL = 1e-8
+
+
+class BananaFlow(Flow):
+    """The paper's exact banana flow (DESIGN section 2), acting on centered data."""
+
+    def __init__(self, n_features=2, offset=(0.0, 0.0)):
+        super().__init__(n_features)
+        self.register_buffer("offset", torch.as_tensor(offset, dtype=torch.float64))
+        self.unused = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+
+    def forward(self, x):
+        x = x + self.offset
+        x1, x2 = x[:, 0], x[:, 1]
+        r3 = 3.0 ** 0.5
+        y = torch.stack([-x1 / 4 - r3 * x2 + r3 / 5 * x1**2, r3 / 4 * x1 - x2 + x1**2 / 5], 1)
+        return y + 0 * self.unused, torch.zeros_like(x1)  # det J = 1
+
+    def inverse(self, y):
+        rotation = torch.tensor([[-0.5, -(3**0.5) / 2], [3**0.5 / 2, -0.5]], dtype=y.dtype)
+        eps = y @ rotation  # y = R eps with R orthogonal
+        x = torch.stack([2 * eps[:, 0], 0.8 * eps[:, 0] ** 2 + 0.5 * eps[:, 1]], 1)
+        return x - self.offset
+
+    def get_config(self):
+        return {"n_features": 2, "offset": self.offset.tolist()}
+
+
+def _quiet_fit(model, X):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(X)
+
+
+def _abs_spearman(a, b):
+    return abs(spearmanr(a, b)[0])
+
+
+# ---------------------------------------------------------------- linear flow = PCA
+def test_linear_diagnostics_equal_pca_everywhere():
+    X = anisotropic_gaussian(200, 4, seed=0)
+    model = NormalizingFlowPCA(flow="linear", alpha=1e-3, n_components=3).fit(X)
+    pca = PCA(n_components=4).fit(X)
+    variances = pca.explained_variance_ * (len(X) - 1) / len(X) + 1e-3
+    np.testing.assert_allclose(model.local_variances(X[:20]),
+                               np.tile(variances, (20, 1)), rtol=RTOL)
+    np.testing.assert_allclose(model.local_directions(X[:20]),
+                               np.tile(pca.components_[:3].T, (20, 1, 1)), atol=RTOL)
+    covariance = np.cov(X.T, bias=True) + 1e-3 * np.eye(4)
+    np.testing.assert_allclose(model.local_covariance(X[:20]),
+                               np.tile(covariance, (20, 1, 1)), rtol=1e-7, atol=1e-10)
+
+
+# ---------------------------------------------------------------- the analytic banana
+def test_analytic_banana_components_recover_latent_factors():
+    X, eps = make_banana(2000, random_state=0)
+    flow = BananaFlow(offset=X.mean(axis=0))
+    model = _quiet_fit(NormalizingFlowPCA(flow=flow, max_iter=2, random_state=0), X)
+    Y = model.transform(X)
+    assert _abs_spearman(Y[:, 0], eps[:, 0]) >= 0.99
+    assert _abs_spearman(Y[:, 1], eps[:, 1]) >= 0.99
+
+
+@pytest.mark.slow
+def test_fitted_banana_components_recover_latent_factors():
+    X, eps = make_banana(4000, random_state=0)
+    model = _quiet_fit(NormalizingFlowPCA(random_state=0), X[:2000])
+    Y = model.transform(X[2000:])
+    assert _abs_spearman(Y[:, 0], eps[2000:, 0]) >= 0.95
+    assert _abs_spearman(Y[:, 1], eps[2000:, 1]) >= 0.95
+
+
+@pytest.fixture(scope="module")
+def sine_model():
+    X, latent = make_sine_wave(4000, random_state=0)
+    return _quiet_fit(NormalizingFlowPCA(random_state=0), X[:2000]), X, latent
+
+
+@pytest.mark.slow
+def test_sine_wave_components_follow_the_wave(sine_model):
+    model, X, latent = sine_model
+    Y = model.transform(X[2000:])
+    assert _abs_spearman(Y[:, 0], latent[2000:, 0]) >= 0.95
+    assert _abs_spearman(Y[:, 1], latent[2000:, 1]) >= 0.9
+
+
+@pytest.mark.slow
+def test_signs_hold_along_the_manifold(sine_model):
+    """Along a dense path on the wave, no component's direction flips between
+    neighbours."""
+    model, _, _ = sine_model
+    e1 = np.linspace(-2.5, 2.5, 2001)
+    path = np.column_stack([2 * e1, np.zeros_like(e1), np.sin(2 * e1)])
+    directions = model.local_directions(path)
+    cosines = np.einsum("ndk,ndk->nk", directions[1:], directions[:-1])
+    assert cosines.min() > 0
+
+
+@pytest.mark.slow
+def test_round_trip_with_all_components(sine_model):
+    model, X, _ = sine_model
+    X_train = X[:300]
+    back = model.inverse_transform(model.transform(X_train))
+    error = np.linalg.norm(back - X_train, axis=1) / np.linalg.norm(X_train - model.mean_,
+                                                                      axis=1)
+    assert np.max(error) <= 1e-4
+
+
+def test_inverse_transform_warns_when_it_does_not_converge():
+    X, _ = make_banana(300, random_state=0)
+    model = _quiet_fit(NormalizingFlowPCA(max_iter=5, random_state=0, inverse_max_iter=1),
+                       X)
+    with pytest.warns(ConvergenceWarning, match="did not converge for \\d+ of 20 points"):
+        model.inverse_transform(model.transform(X[:20]) + 0.3)
+
+
+# ---------------------------------------------------------------- matrix-free top-k
+def test_randomized_top_k_equals_full_svd():
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.linspace(3, 0.1, 100, dtype=torch.float64)
+    X = torch.randn(40, 100, dtype=torch.float64, generator=generator) * scale
+    flow = MLPFlow.from_data(X, 1e-3, n_layers=3, generator=generator)
+    with torch.no_grad():
+        s_full, V_full, y_full = _jacobian.top_local_components(flow, X, 5, "full")
+    s_rand, V_rand, y_rand = _jacobian.top_local_components(flow, X, 5, "randomized",
+                                                            generator=generator)
+    np.testing.assert_allclose(s_rand.detach(), s_full, rtol=1e-6)
+    signs = torch.sign((V_full * V_rand.detach()).sum(-1))
+    np.testing.assert_allclose(V_rand.detach() * signs.unsqueeze(-1), V_full, atol=1e-6)
+    np.testing.assert_allclose(y_rand.detach() * signs, y_full,
+                               atol=1e-6 * y_full.abs().max().item())
+
+
+# ---------------------------------------------------------------- chunking and order
+@pytest.fixture(scope="module")
+def small_model():
+    X, _ = make_banana(300, random_state=1)
+    return _quiet_fit(NormalizingFlowPCA(max_iter=10, random_state=0), X), X
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.permutations(range(40)), st.sampled_from([0.001, 0.01, 1.0]))
+def test_transform_ignores_row_order_and_chunking(small_model, order, working_memory):
+    import sklearn
+
+    model, X = small_model
+    X = X[:40]
+    reference = model.transform(X)
+    with sklearn.config_context(working_memory=working_memory):
+        shuffled = model.transform(X[list(order)])
+        scores = model.score_samples(X[list(order)])
+    np.testing.assert_array_equal(shuffled, reference[list(order)])
+    np.testing.assert_array_equal(scores, model.score_samples(X)[list(order)])
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.sampled_from([None, 1, 2, 0.5, 0.99]))
+def test_shapes_and_dtypes_of_every_method(n_components):
+    X, _ = make_banana(120, random_state=2)
+    model = _quiet_fit(NormalizingFlowPCA(n_components=n_components, max_iter=3,
+                                          random_state=0), X)
+    k = model.n_components_
+    assert 1 <= k <= 2
+    assert model.transform(X).shape == (120, k)
+    assert model.score_samples(X).shape == (120,)
+    assert model.local_variances(X).shape == (120, 2)
+    assert model.local_directions(X).shape == (120, 2, k)
+    assert model.local_covariance(X).shape == (120, 2, 2)
+    assert model.sample(7).shape == (7, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        assert model.inverse_transform(model.transform(X[:5])).shape == (5, 2)
+    for output in (model.transform(X), model.local_variances(X)):
+        assert output.dtype == np.float64
