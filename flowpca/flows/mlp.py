@@ -11,7 +11,6 @@ one per sample.
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import _linalg
@@ -117,7 +116,9 @@ class _LeakySoftplus:
         self.slope = float(slope)
 
     def __call__(self, u):
-        return self.slope * u + (1 - self.slope) * F.softplus(u)
+        # Not F.softplus: its linear branch beyond u = 20 breaks sigma' = the sigmoid.
+        softplus = torch.logaddexp(u, torch.zeros((), dtype=u.dtype, device=u.device))
+        return self.slope * u + (1 - self.slope) * softplus
 
     def with_slope(self, u):
         slope = self.slope + (1 - self.slope) * torch.sigmoid(u)
@@ -181,8 +182,15 @@ class MLPFlow(Flow):
 
     Notes
     -----
-    Parameters are float64. Use :meth:`from_data` for an initialization fitted to data;
-    the identity initialization of the constructor only fixes the shapes.
+    Parameters are created in float64 (``.to(dtype)`` converts them; ``load_state_dict``
+    casts to the dtype of the flow it loads into). Use :meth:`from_data` for an
+    initialization fitted to data; the identity initialization of the constructor only
+    fixes the shapes.
+
+    ``log|det J|`` costs one LU factorization of each ``W_l`` per call, whatever the
+    batch size, and the Jacobian products cost about one forward pass per pushed column:
+    :meth:`jvp` and Hutchinson's estimate are cheap at any ``D``, while :meth:`jacobian`
+    and the exact Frobenius norm cost about ``D`` passes and ``n * D^2`` memory.
 
     References
     ----------
@@ -355,6 +363,9 @@ class MLPFlow(Flow):
         return self._pass(x, log_det=False)[0]
 
     def _probes(self, x, n_probes, generator):
+        if generator is None:
+            raise ValueError("method='hutchinson' needs a torch.Generator: flowpca never "
+                             "draws from torch's global random number generator.")
         return torch.randn((x.shape[0], int(n_probes), x.shape[1]), generator=generator,
                            dtype=x.dtype, device=x.device)
 
@@ -407,7 +418,17 @@ class MLPFlow(Flow):
         return y, z.squeeze(1)
 
     def jacobian(self, x):
-        """Per-row Jacobians ``J_f(x_i)``, shape ``(n, D, D)``, by pushing the identity."""
+        """Per-row Jacobians, by pushing the identity through the linearized layers.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D, D)
+            ``J[i] = J_f(x[i]) = W_L D_{L-1}(x[i]) W_{L-1} ... D_1(x[i]) W_1``.
+        """
         _, _, z, _ = self._pass(x, identity=True, log_det=False)
         return z.transpose(1, 2)
 
@@ -442,8 +463,8 @@ class MLPFlow(Flow):
             ``eps_k ~ N(0, I)``, an unbiased estimate (cost of about ``n_probes`` passes).
         n_probes : int, default=1
             Number of probes for 'hutchinson'.
-        generator : torch.Generator, optional
-            Source of the probes.
+        generator : torch.Generator
+            Source of the probes; required for 'hutchinson'.
 
         Returns
         -------
@@ -457,7 +478,12 @@ class MLPFlow(Flow):
         The probes (or the identity, for 'exact') travel with ``x`` through the same
         matrix products, so the cost is about that of one forward pass on
         ``1 + n_probes`` (or ``1 + D``) columns. With the same ``generator`` state, the
-        estimate equals :meth:`frobenius_sq`'s.
+        estimate equals :meth:`frobenius_sq`'s. Gradients flow through all three outputs.
+
+        Parameters
+        ----------
+        x, method, n_probes, generator
+            As in :meth:`frobenius_sq`.
 
         Returns
         -------
