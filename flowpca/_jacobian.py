@@ -39,21 +39,6 @@ def local_svd(flow, x):
     return U.flip(-1), s.flip(-1), Vh.flip(-2)
 
 
-def orient(U, Vh, reference):
-    """Flip each (u_i, v_i) pair jointly so that ``v_i . reference_i >= 0``.
-
-    Parameters
-    ----------
-    U, Vh : torch.Tensor
-        From :func:`local_svd`.
-    reference : torch.Tensor of shape (D, D) or (n, D, D)
-        Reference direction per component (rows), global or per point.
-    """
-    alignment = (Vh * reference).sum(dim=-1)
-    signs = torch.where(alignment < 0, -1.0, 1.0).to(Vh.dtype)
-    return U * signs.unsqueeze(-2), Vh * signs.unsqueeze(-1)
-
-
 def unwhitened_components(U, s, y):
     """``y_hat = S^{-1} U^T y`` row by row (Feinman & Parthasarathy 2020, section 4)."""
     return torch.einsum("nji,nj->ni", U, y) / s

@@ -85,20 +85,3 @@ def _flip_by_mean(directions):
 def nearest_reference(x, reference_points):
     """Index of the nearest reference point for each row of ``x`` (torch tensors)."""
     return torch.cdist(x, reference_points).argmin(dim=1)
-
-
-def orient_like_reference(U, Vh, reference):
-    """Flip ``(u_i, v_i)`` pairs jointly so that ``v_i . reference_i >= 0``.
-
-    Parameters
-    ----------
-    U : torch.Tensor of shape (n, D, k)
-        Output-space singular vectors (columns).
-    Vh : torch.Tensor of shape (n, k, D)
-        Input-space directions (rows).
-    reference : torch.Tensor of shape (n, k, D)
-        The oriented direction of each row's nearest reference point.
-    """
-    alignment = (Vh * reference).sum(dim=-1)
-    signs = torch.where(alignment < 0, -1.0, 1.0).to(Vh.dtype)
-    return U * signs.unsqueeze(-2), Vh * signs.unsqueeze(-1)
