@@ -24,7 +24,9 @@ Writes ``benchmarks/results/train_speed.md`` and ``train_speed.csv`` (and
 
 import argparse
 import csv
+import ctypes
 import datetime
+import gc
 import math
 import os
 import platform
@@ -77,6 +79,15 @@ def floor_loss(flow, x, penalty, generator):
     return 0.5 * flow._map(x).pow(2).sum(dim=1).mean()
 
 
+def release_memory():
+    """Give freed memory back to the OS between the multi-GB steps at D = 784."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def time_step(loss_fn, flow, x, penalty, seed, repeats, warmup):
     """Median wall time (ms) of forward + backward over ``repeats`` runs."""
     generator = torch.Generator().manual_seed(seed)
@@ -88,6 +99,8 @@ def time_step(loss_fn, flow, x, penalty, seed, repeats, warmup):
         elapsed = time.perf_counter() - start
         if i >= warmup:
             times.append(elapsed)
+    flow.zero_grad(set_to_none=True)
+    release_memory()
     return 1e3 * statistics.median(times)
 
 
@@ -117,7 +130,8 @@ def header(seed):
         f"- torch {torch.__version__}, numpy {np.__version__}, "
         f"torch.get_num_threads() = {torch.get_num_threads()}",
         f"- platform: {platform.platform()}, processor: {platform.processor() or 'n/a'}, "
-        f"cpu count: {os.cpu_count()}",
+        f"cpu count: {os.cpu_count()}, load average at start: "
+        f"{', '.join(f'{v:.1f}' for v in os.getloadavg())} (other processes skew timings)",
         f"- seed: {seed}; n_layers = {N_LAYERS} (9 affine maps), alpha = {ALPHA}, "
         "Hutchinson with 1 probe; batch 200 (64 at D = 784); median over repeats after "
         "warm-up",
@@ -126,6 +140,29 @@ def header(seed):
         "",
     ]
     return "\n".join(lines)
+
+
+def write_results(rows, seed):
+    """Write the Markdown table and the CSV; return the table's lines."""
+    table = ["| D | dtype | penalty | naive ms | ours ms | floor ms | naive/ours | ours/floor |",
+             "|---:|---|---|---:|---:|---:|---:|---:|"]
+
+    def fmt(value, spec):
+        return "skipped" if math.isnan(value) else format(value, spec)
+
+    for r in rows:
+        table.append(f"| {r['D']} | {r['dtype']} | {r['penalty']} | "
+                     f"{fmt(r['naive_ms'], '.2f')} | {fmt(r['ours_ms'], '.2f')} | "
+                     f"{r['floor_ms']:.2f} | {fmt(r['naive_over_ours'], '.1f')} | "
+                     f"{fmt(r['ours_over_floor'], '.2f')} |")
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    with open(os.path.join(RESULTS_DIR, "train_speed.md"), "w") as f:
+        f.write(header(seed) + "\n" + "\n".join(table) + "\n")
+    with open(os.path.join(RESULTS_DIR, "train_speed.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return table
 
 
 def main(argv=None):
@@ -173,30 +210,14 @@ def main(argv=None):
                                                else "ours"][0],
                        "repeats_naive": setting["naive"][0]}
                 rows.append(row)
+                write_results(rows, args.seed)  # a killed run keeps what it measured
                 print(f"D={n_features:4d} {row['dtype']} {penalty:10s} naive {naive_ms:9.2f} ms"
                       f"  ours {ours_ms:8.2f} ms  floor {floor_ms:7.2f} ms", flush=True)
 
-    table = ["| D | dtype | penalty | naive ms | ours ms | floor ms | naive/ours | ours/floor |",
-             "|---:|---|---|---:|---:|---:|---:|---:|"]
-    def fmt(value, spec):
-        return "skipped" if math.isnan(value) else format(value, spec)
-
-    for r in rows:
-        table.append(f"| {r['D']} | {r['dtype']} | {r['penalty']} | "
-                     f"{fmt(r['naive_ms'], '.2f')} | {fmt(r['ours_ms'], '.2f')} | "
-                     f"{r['floor_ms']:.2f} | {fmt(r['naive_over_ours'], '.1f')} | "
-                     f"{fmt(r['ours_over_floor'], '.2f')} |")
-    text = header(args.seed) + "\n".join(table) + "\n"
+    table = write_results(rows, args.seed)
     print()
     print("\n".join(table))
 
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    with open(os.path.join(RESULTS_DIR, "train_speed.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(RESULTS_DIR, "train_speed.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     try:
         import matplotlib
         matplotlib.use("Agg")
