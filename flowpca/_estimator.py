@@ -38,16 +38,16 @@ _COLLAPSE_RATIO = 1e-3
 _MAX_REFERENCE_POINTS = 1000
 _REFERENCE_FLOATS = 20_000_000
 
-# svd_solver='auto' goes matrix-free from this many features when at most
-# 1/_RANDOMIZED_MIN_RATIO of them are kept as components.
-_RANDOMIZED_MIN_FEATURES = 256
-_RANDOMIZED_MIN_RATIO = 16
-
 # Redraw rounds for samples whose inverse overflows.
 _MAX_REDRAWS = 100
 
 # Relative size below which a covariance eigenvalue counts as zero.
 _SINGULAR_RTOL = 1e-12
+
+# Working memory per row and feature of a forward pass with the log-determinant (and of
+# the inverse), for chunking by scikit-learn's working_memory: measured 12 float64
+# temporaries of shape (rows, features) for the MLP flow, whatever its depth; 16 for margin.
+_FORWARD_BYTES_PER_FEATURE = 16 * 8
 
 
 def _flip_rows(Vt):
@@ -123,8 +123,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     svd_solver : {'auto', 'full', 'randomized'}, default='auto'
         How the per-point components are computed: 'full' takes the SVD of each point's
         ``D x D`` Jacobian; 'randomized' runs subspace iteration on the local covariance
-        with inverse-Jacobian-vector products only; 'auto' is 'randomized' from 256
-        features when ``n_components_`` is at most a 16th of them, else 'full'.
+        with inverse-Jacobian-vector products only (memory ``O(n_components * D)`` per
+        point instead of ``O(D^2)``, but measured slower than 'full' so far); 'auto' is
+        'full'.
     inverse_tol : float, default=1e-8
         Residual (in component units) at which :meth:`inverse_transform` stops for a
         nonlinear flow.
@@ -351,20 +352,21 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         rows = np.sort(random_state.choice(n_samples, m, replace=False)) if m < n_samples \
             else np.arange(n_samples)
         points = Xc[rows]
-        method = self._svd_method(n_features, n_components)
-        directions = []
+        n_candidates = min(n_features, n_components + _orientation.N_EXTRA_CANDIDATES)
+        method = self._svd_method(n_features, n_candidates)
+        candidates = []
         for x in self._iter_tensor_chunks(points, flow):
             with torch.no_grad() if method == "full" else _nullcontext():
-                _, Vh, _ = _jacobian.top_local_components(flow, x, n_components, method)
-            directions.append(_device.to_numpy(Vh))
-        return points, _orientation.orient_reference_field(points, np.concatenate(directions))
+                _, Vh, _ = _jacobian.top_local_components(flow, x, n_candidates, method)
+            candidates.append(_device.to_numpy(Vh))
+        field = _orientation.track_reference_field(points, np.concatenate(candidates),
+                                                   n_components)
+        return points, field
 
     def _svd_method(self, n_features, n_components):
-        if self.svd_solver != "auto":
-            return self.svd_solver
-        large = (n_features >= _RANDOMIZED_MIN_FEATURES
-                 and n_components * _RANDOMIZED_MIN_RATIO <= n_features)
-        return "randomized" if large else "full"
+        # 'auto' is 'full': benchmarks/transform_speed.py measured 'randomized' slower at
+        # every size tried (16x at D=64, k=4; 1.8x at D=784, k=5).
+        return "full" if self.svd_solver == "auto" else self.svd_solver
 
     def _resolve_solver(self):
         is_linear = isinstance(self.flow, str) and self.flow == "linear" or (
@@ -482,7 +484,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     def _check_finite_scores(self, flow, Xc):
         with torch.no_grad():
-            for x in self._iter_tensor_chunks(Xc, flow, bytes_per_row=64 * Xc.shape[1]):
+            bytes_per_row = _FORWARD_BYTES_PER_FEATURE * Xc.shape[1]
+            for x in self._iter_tensor_chunks(Xc, flow, bytes_per_row=bytes_per_row):
                 if not torch.isfinite(log_likelihood(flow, x)).all():
                     raise FloatingPointError(
                         "The fitted flow gives non-finite log-likelihoods on its own "
@@ -529,22 +532,31 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                                for x in self._iter_tensor_chunks(Xc)]) \
             if Xc.shape[0] else np.empty((0, self.n_components_))
 
-    def _oriented_components(self, x, n_components=None, full=False):
-        """``(s, Vh, y_hat)`` of the top components at centered points ``x``, oriented
-        like the nearest reference point. With ``full``, all ``D`` components (the ones
-        past the reference field keep arbitrary signs)."""
-        k = self.n_components_
-        method = "full" if full else self._svd_method(x.shape[1], k)
+    def _oriented_components(self, x, full=False):
+        """``(s, Vh, y_hat)`` of the tracked components at centered points ``x``: matched
+        and signed like the nearest reference point (see :mod:`flowpca._orientation`).
+        With ``full``, all ``D`` components: the tracked ones first, then the others in
+        decreasing local variance with arbitrary signs."""
+        n_features, k = x.shape[1], self.n_components_
+        n_candidates = n_features if full else min(
+            n_features, k + _orientation.N_EXTRA_CANDIDATES)
+        method = "full" if full else self._svd_method(n_features, n_candidates)
         with torch.no_grad() if method == "full" else _nullcontext():
-            s, Vh, y_hat = _jacobian.top_local_components(
-                self.flow_, x, x.shape[1] if full else k, method)
+            s, Vh, y_hat = _jacobian.top_local_components(self.flow_, x, n_candidates,
+                                                          method)
         s, Vh, y_hat = s.detach(), Vh.detach(), y_hat.detach()
         points = torch.as_tensor(self._reference_points).to(x)
         nearest = _orientation.nearest_reference(x, points)
         reference = torch.as_tensor(self._reference_directions).to(x)[nearest]
-        signs = torch.where((Vh[:, :k] * reference).sum(dim=-1) < 0, -1.0, 1.0).to(x)
-        Vh = torch.cat([Vh[:, :k] * signs.unsqueeze(-1), Vh[:, k:]], dim=1)
-        y_hat = torch.cat([y_hat[:, :k] * signs, y_hat[:, k:]], dim=1)
+        index, signs = _orientation.match_to_reference(Vh, reference)
+        if full:  # the untracked candidates follow, in their original order
+            rank = torch.arange(n_candidates, device=x.device).expand(x.shape[0], -1) + k
+            rank = rank.scatter(1, index, torch.arange(k, device=x.device).expand_as(index))
+            index = rank.argsort(dim=1)
+            signs = torch.cat([signs, torch.ones_like(s[:, k:])], dim=1)
+        s = s.gather(1, index)
+        Vh = Vh.gather(1, index.unsqueeze(-1).expand(-1, -1, n_features)) * signs.unsqueeze(-1)
+        y_hat = y_hat.gather(1, index) * signs
         return s, Vh, y_hat
 
     def inverse_transform(self, X):
@@ -689,7 +701,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         out = np.empty(Xc.shape[0])
         start = 0
         with torch.no_grad():
-            for x in self._iter_tensor_chunks(Xc, bytes_per_row=64 * Xc.shape[1]):
+            bytes_per_row = _FORWARD_BYTES_PER_FEATURE * Xc.shape[1]
+            for x in self._iter_tensor_chunks(Xc, bytes_per_row=bytes_per_row):
                 out[start:start + x.shape[0]] = _device.to_numpy(log_likelihood(self.flow_, x))
                 start += x.shape[0]
         return out
@@ -731,7 +744,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         device, dtype = self._flow_device_dtype()
         generator = _device.make_generator(_device.seed_from(rng), device)
         out = np.empty((n_samples, self.n_features_in_))
-        bytes_per_row = 64 * self.n_features_in_
+        bytes_per_row = _FORWARD_BYTES_PER_FEATURE * self.n_features_in_
         n_redrawn = 0
         with torch.no_grad():
             for rows in _jacobian.iter_row_chunks(n_samples, bytes_per_row):

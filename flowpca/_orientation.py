@@ -1,76 +1,84 @@
-"""Signs of local principal components that hold along the data manifold.
+"""Which local component is which, and its sign, consistently along the data manifold.
 
 Each local component ``(u_i(x), v_i(x))`` of the Jacobian SVD is defined up to a joint
-sign flip. A per-point rule ("largest loading positive") flips mid-manifold wherever the
-tangent's dominant coordinate changes, and one global reference cannot follow a tangent
-that turns by 90 degrees. Instead, at fit time we orient a reference field over (a
-subsample of) the training data by propagation along a nearest-neighbour graph:
+sign flip, and its rank by local variance can change along the manifold (at the tails of
+the paper's S-curve the variance along the curve drops below the variance across it).
+A per-point rule ("largest loading positive", "i-th largest variance") therefore flips or
+swaps mid-manifold, and one global reference cannot follow a tangent that turns by 90
+degrees. Instead, at fit time we build a reference field over (a subsample of) the
+training data by propagation along a nearest-neighbour graph:
 
-1. build the k-nearest-neighbour graph of the reference points;
-2. for each component, take the spanning tree that follows the best-aligned edges
-   (weight ``1 - |v_i(a) . v_i(b)|``) and fix each point's sign from its parent's, so
-   neighbours agree (``v_i(a) . v_i(b) > 0``) along the tree;
-3. flip the whole field of component ``i`` so that its mean direction has its largest
+1. take the minimum spanning tree of the k-nearest-neighbour graph of the reference
+   points, rooted at the point nearest the mean;
+2. at the root, component ``i`` is the ``i``-th largest local variance; walking the tree,
+   each point's components are matched to its parent's by the assignment that maximizes
+   ``sum_i |v_i(parent) . v_j(point)|`` among its few largest-variance candidates, and
+   each sign is chosen so that ``v_i(parent) . v_i(point) > 0``;
+3. each component's whole field is flipped so that its mean direction has its largest
    loading positive -- PCA's rule, which makes the linear flow agree with PCA exactly.
 
-A new point takes the sign that aligns ``v_i(x)`` with ``v_i`` of its nearest reference
-point. The rule is deterministic given the fitted model and continuous along the manifold
-wherever the reference points sample it densely.
+A new point is matched the same way to its nearest reference point. Component ``i``
+thus means the same thing at neighbouring points wherever the reference points sample
+the manifold densely; where the local ranking agrees with the global one (and always for
+the linear flow), components are ordered by local variance, largest first.
 """
 
 import numpy as np
 import torch
-from scipy.sparse import csr_matrix
+from scipy.optimize import linear_sum_assignment
 from scipy.sparse.csgraph import breadth_first_order, connected_components, \
     minimum_spanning_tree
-from sklearn.neighbors import NearestNeighbors
+from sklearn.neighbors import kneighbors_graph
 
-# Neighbours per reference point in the orientation graph.
+# Neighbours per reference point in the propagation graph.
 _N_NEIGHBORS = 10
 
+# Extra candidates (beyond n_components) a point's components are matched among.
+N_EXTRA_CANDIDATES = 2
 
-def orient_reference_field(points, directions):
-    """Orient a field of local directions over reference points.
+
+def track_reference_field(points, candidates, n_components):
+    """Match and orient local directions over reference points.
 
     Parameters
     ----------
     points : ndarray of shape (m, D)
         Reference points (centered data).
-    directions : ndarray of shape (m, k, D)
-        Unit directions ``v_i`` per point and component, any signs.
+    candidates : ndarray of shape (m, q, D)
+        Each point's ``q >= n_components`` largest-variance local directions (rows),
+        ordered by local variance, any signs.
+    n_components : int
 
     Returns
     -------
-    oriented : ndarray of shape (m, k, D)
-        The directions with signs chosen as described in the module docstring.
+    field : ndarray of shape (m, n_components, D)
+        The tracked, oriented directions.
     """
-    m, k, _ = directions.shape
-    if m == 1:
-        return _flip_by_mean(directions)
-    n_neighbors = min(_N_NEIGHBORS, m - 1)
-    neighbors = NearestNeighbors(n_neighbors=n_neighbors).fit(points)
-    rows = np.repeat(np.arange(m), n_neighbors)
-    cols = neighbors.kneighbors(return_distance=False).ravel()
-    oriented = directions.copy()
-    for i in range(k):
-        alignment = np.einsum("ed,ed->e", directions[rows, i], directions[cols, i])
-        # Zero-weight entries would vanish from a sparse graph: keep weights positive.
-        weights = 1.0 - np.abs(alignment) + 1e-12
-        graph = csr_matrix((weights, (rows, cols)), shape=(m, m))
-        graph = graph.maximum(graph.T)
-        tree = minimum_spanning_tree(graph)
+    m = points.shape[0]
+    field = candidates[:, :n_components].copy()
+    if m > 1:
+        graph = kneighbors_graph(points, min(_N_NEIGHBORS, m - 1), mode="distance")
+        graph.data += 1e-12  # zero distances (duplicates) would drop edges
+        tree = minimum_spanning_tree(graph.maximum(graph.T))
         tree = tree + tree.T
         _, labels = connected_components(tree, directed=False)
-        signs = np.ones(m)
         for label in np.unique(labels):
-            root = np.flatnonzero(labels == label)[0]
+            members = np.flatnonzero(labels == label)
+            root = members[np.argmin(np.linalg.norm(points[members], axis=1))]
             order, parents = breadth_first_order(tree, root, directed=False)
             for node in order[1:]:
-                parent = parents[node]
-                dot = directions[node, i] @ directions[parent, i]
-                signs[node] = signs[parent] * (1.0 if dot >= 0 else -1.0)
-        oriented[:, i] *= signs[:, None]
-    return _flip_by_mean(oriented)
+                field[node] = _match(candidates[node], field[parents[node]])
+    return _flip_by_mean(field)
+
+
+def _match(candidates, reference):
+    """The candidates (rows) assigned to the reference directions, signs aligned."""
+    overlap = candidates @ reference.T  # (q, k)
+    chosen, _ = linear_sum_assignment(-np.abs(overlap).T)  # for each reference row
+    chosen = chosen if chosen.ndim else np.array([chosen])
+    matched = candidates[chosen]
+    signs = np.where(np.einsum("kd,kd->k", matched, reference) < 0, -1.0, 1.0)
+    return matched * signs[:, None]
 
 
 def _flip_by_mean(directions):
@@ -85,3 +93,40 @@ def _flip_by_mean(directions):
 def nearest_reference(x, reference_points):
     """Index of the nearest reference point for each row of ``x`` (torch tensors)."""
     return torch.cdist(x, reference_points).argmin(dim=1)
+
+
+def match_to_reference(candidates, reference):
+    """Assign each point's candidate directions to its reference's components.
+
+    Greedy matching by ``|v . r|`` (largest overlap first), vectorized over points.
+
+    Parameters
+    ----------
+    candidates : torch.Tensor of shape (n, q, D)
+        Local directions (rows) ordered by local variance.
+    reference : torch.Tensor of shape (n, k, D)
+        The tracked directions of each point's nearest reference point.
+
+    Returns
+    -------
+    index : torch.Tensor of shape (n, k)
+        Candidate chosen for each component.
+    signs : torch.Tensor of shape (n, k)
+        +1 or -1 to apply to the chosen candidate (and its component value).
+    """
+    n, q, _ = candidates.shape
+    k = reference.shape[1]
+    overlap = candidates @ reference.transpose(1, 2)  # (n, q, k)
+    score = overlap.abs().clone()
+    index = torch.zeros((n, k), dtype=torch.long, device=candidates.device)
+    rows = torch.arange(n, device=candidates.device)
+    for _ in range(k):
+        flat = score.reshape(n, -1).argmax(dim=1)
+        cand, comp = flat // k, flat % k
+        index[rows, comp] = cand
+        score[rows, cand, :] = -1.0
+        score[rows, :, comp] = -1.0
+    chosen_overlap = overlap.gather(1, index.unsqueeze(-1).expand(-1, -1, k))
+    diagonal = chosen_overlap[:, torch.arange(k), torch.arange(k)]
+    signs = torch.where(diagonal < 0, -1.0, 1.0).to(candidates.dtype)
+    return index, signs
