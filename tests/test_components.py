@@ -191,3 +191,18 @@ def test_shapes_and_dtypes_of_every_method(n_components):
         assert model.inverse_transform(model.transform(X[:5])).shape == (5, 2)
     for output in (model.transform(X), model.local_variances(X)):
         assert output.dtype == np.float64
+
+
+@pytest.mark.slow
+def test_paper_s_curve_components_recover_curve_parameter_and_height():
+    from flowpca.datasets import make_s_curve_gaussian
+
+    X, latent = make_s_curve_gaussian(4000, random_state=0)
+    model = _quiet_fit(NormalizingFlowPCA(random_state=0), X[:2000])
+    Y = model.transform(X[2000:])
+    assert _abs_spearman(Y[:, 0], latent[2000:, 0]) >= 0.95  # t, along the curve
+    assert _abs_spearman(Y[:, 1], latent[2000:, 1]) >= 0.95  # the height
+    # Off the surface the local variance sits far below the surface's directions (the
+    # median over points; the mean is dominated by the sparse ends of the curve).
+    variances = model.local_variances(X[2000:])
+    assert np.median(variances[:, 1] / variances[:, 2]) >= 50
