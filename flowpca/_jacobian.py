@@ -81,29 +81,23 @@ def top_local_components(flow, x, n_components, method="full", n_oversamples=10,
                                       generator)
 
 
-def _repeat_rows(x, k):
-    return x.unsqueeze(1).expand(-1, k, -1).reshape(-1, x.shape[1])
-
-
 def _randomized_top_components(flow, x, y, k, n_oversamples, n_iter, generator):
     n, D = x.shape
     q = min(D, k + n_oversamples)
-    y_rep = _repeat_rows(y, q)
-    x_rep = _repeat_rows(x, q)
-    _, inverse_vjp = torch.func.vjp(flow.inverse, y_rep)
+    apply_inverse, apply_inverse_transpose = flow.inverse_jacobian_operators(x)
 
-    def covariance_times(Q):  # (n, q, D) -> J^{-1} J^{-T} Q, column by column
-        JinvT_Q = inverse_vjp(Q.reshape(-1, D))[0]
-        return flow.inverse_jvp(x_rep, JinvT_Q).reshape(n, q, D)
+    def orthonormal_rows(V):
+        return torch.linalg.qr(V.transpose(1, 2))[0].transpose(1, 2)
 
-    Q = torch.randn((n, q, D), generator=generator, dtype=x.dtype, device=x.device)
-    Q = torch.linalg.qr(Q.transpose(1, 2))[0].transpose(1, 2)
+    # Subspace iteration on the local covariance C = J^{-1} J^{-T}.
+    Q = orthonormal_rows(torch.randn((n, q, D), generator=generator, dtype=x.dtype,
+                                     device=x.device))
     for _ in range(n_iter):
-        Q = torch.linalg.qr(covariance_times(Q).transpose(1, 2))[0].transpose(1, 2)
+        Q = orthonormal_rows(apply_inverse(apply_inverse_transpose(Q)))
     # Rayleigh-Ritz: B = J^{-T} Q, so Q^T C Q = B^T B; its SVD orders the directions.
-    B = inverse_vjp(Q.reshape(-1, D))[0].reshape(n, q, D)
+    B = apply_inverse_transpose(Q)
     _, sigma, Wh = torch.linalg.svd(B.transpose(1, 2), full_matrices=False)
-    Vh = (Wh[:, :k] @ Q)  # rows: top-k eigenvectors of the local covariance
+    Vh = Wh[:, :k] @ Q  # rows: top-k eigenvectors of the local covariance
     s = 1.0 / sigma[:, :k]
-    y_hat = (Vh * flow.inverse_jvp(x, y).unsqueeze(1)).sum(dim=-1)
+    y_hat = (Vh * apply_inverse(y.unsqueeze(1))).sum(dim=-1)
     return s, Vh, y_hat

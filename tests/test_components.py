@@ -206,3 +206,19 @@ def test_paper_s_curve_components_recover_curve_parameter_and_height():
     # median over points; the mean is dominated by the sparse ends of the curve).
     variances = model.local_variances(X[2000:])
     assert np.median(variances[:, 1] / variances[:, 2]) >= 50
+
+
+def test_structured_inverse_jacobian_products_match_the_generic_ones():
+    generator = torch.Generator().manual_seed(3)
+    X = torch.randn(6, 5, dtype=torch.float64, generator=generator)
+    flow = MLPFlow.from_data(X, 1e-3, n_layers=3, generator=generator)
+    V = torch.randn(6, 4, 5, dtype=torch.float64, generator=generator)
+    J = flow.jacobian(X).detach()
+    structured = flow.inverse_jacobian_operators(X)
+    generic = Flow.inverse_jacobian_operators(flow, X)
+    expected = (torch.linalg.solve(J.unsqueeze(1), V.unsqueeze(-1)).squeeze(-1),
+                torch.linalg.solve(J.transpose(1, 2).unsqueeze(1), V.unsqueeze(-1))
+                .squeeze(-1))
+    for ops in (structured, generic):
+        for apply, want in zip(ops, expected):
+            np.testing.assert_allclose(apply(V).detach(), want, rtol=1e-9, atol=1e-12)

@@ -82,6 +82,38 @@ class Flow(nn.Module, abc.ABC):
         """``J_f(x)^{-1} v`` row by row (``v`` of shape ``(n, D)``)."""
         return _linalg.solve(self.jacobian(x), v.unsqueeze(-1)).squeeze(-1)
 
+    def inverse_jacobian_operators(self, x):
+        """Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` for many vectors per row.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        apply_inverse, apply_inverse_transpose : callable
+            Each maps ``V`` of shape ``(n, q, D)`` (rows ``v``) to the rows
+            ``J_f(x_i)^{-1} v`` (resp. ``J_f(x_i)^{-T} v``), shape ``(n, q, D)``. Whatever
+            they need from ``x`` is computed once, so repeated products are cheap.
+        """
+        n, D = x.shape
+        y = self._map(x)
+
+        def repeat(tensor, q):
+            return tensor.unsqueeze(1).expand(-1, q, -1).reshape(-1, D)
+
+        def apply_inverse(V):
+            q = V.shape[1]
+            return torch.func.jvp(self.inverse, (repeat(y, q),),
+                                  (V.reshape(-1, D),))[1].reshape(n, q, D)
+
+        def apply_inverse_transpose(V):
+            q = V.shape[1]
+            _, vjp = torch.func.vjp(self.inverse, repeat(y, q))
+            return vjp(V.reshape(-1, D))[0].reshape(n, q, D)
+
+        return apply_inverse, apply_inverse_transpose
+
     def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
         """Squared Frobenius norm of the Jacobian per row.
 

@@ -451,6 +451,41 @@ class MLPFlow(Flow):
             z = _linalg.solve(self.weights[layer], z.T).T
         return z
 
+    def inverse_jacobian_operators(self, x):
+        """Products with ``J^{-1} = W_1^{-1} D_1^{-1} ... D_{L-1}^{-1} W_L^{-1}`` and its
+        transpose for many vectors per row: the slopes and the ``D x D`` inverses are
+        computed once, so each product is ``n_layers + 1`` matrix products.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        apply_inverse, apply_inverse_transpose : callable
+            ``(n, q, D) -> (n, q, D)``, rows ``v`` to ``J^{-1} v`` (resp. ``J^{-T} v``).
+        """
+        _, _, _, slopes = self._pass(x, log_det=False, keep_slopes=True)
+        inverses = [_linalg.inv(weight) for weight in self.weights]
+
+        def apply_inverse(V):
+            z = V
+            for layer in range(self.n_layers, -1, -1):
+                z = z @ inverses[layer].T
+                if layer > 0:
+                    z = z / slopes[layer - 1].unsqueeze(1)
+            return z
+
+        def apply_inverse_transpose(V):
+            z = V
+            for layer in range(self.n_layers + 1):
+                z = z @ inverses[layer]
+                if layer < self.n_layers:
+                    z = z / slopes[layer].unsqueeze(1)
+            return z
+
+        return apply_inverse, apply_inverse_transpose
+
     def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
         """Squared Frobenius norm ``||J_f(x)||_F^2`` per row.
 
