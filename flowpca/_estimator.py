@@ -142,9 +142,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``Sigma + alpha I``); 'adam' trains any flow by mini-batch gradient descent;
         'auto' is 'exact' for the linear flow and 'adam' otherwise.
     max_iter : int, default=400
-        Maximum number of epochs for 'adam'. (With 200 epochs, or with
-        ``n_iter_no_change=10``, the paper's S-curve was recovered for some seeds only:
-        |Spearman| 0.5-0.99 over seeds; with the defaults, 0.98-0.99 for seeds 0-2.)
+        Maximum number of epochs for 'adam'. (On the paper's S-curve, 200 epochs with
+        ``n_iter_no_change=10`` recovered the latent factors for some model seeds only;
+        recovery still varies with the data draw, see
+        ``benchmarks/results/s_curve_recovery.md``.)
     batch_size : int, default=200
         Mini-batch size for 'adam' (capped at the number of samples).
     learning_rate_init : float, default=1e-2
