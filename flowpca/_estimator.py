@@ -15,7 +15,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from . import _device, _inverse, _jacobian, _orientation
+from . import _device, _inverse, _jacobian, _orientation, _persistence
 from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
@@ -85,6 +85,30 @@ def _n_components_from_ratio(ratio, fraction):
     rule)."""
     cumulative = np.cumsum(ratio)
     return int(min(np.searchsorted(cumulative, fraction, side="right") + 1, ratio.size))
+
+
+def _center(X, dtype):
+    """The mean of ``X`` and ``X - mean``; a ValueError when a model in ``dtype`` cannot
+    represent the data's second moments: the sum of all ``(X - mean)**2`` must stay below
+    the largest float by a factor ``1/eps``, the headroom that the flow's own products
+    (local variances ``s**-2``, their sums) need."""
+    n_samples, n_features = X.shape
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = X.mean(axis=0)
+        # One correction pass (the corrected two-pass algorithm): the rounding error of
+        # the mean no longer shows up as spread, e.g. constant features center to 0.
+        mean = mean + (X - mean).mean(axis=0)
+        Xc = X - mean
+        largest = float(np.max(np.abs(Xc))) if Xc.size else 0.0
+    finfo = torch.finfo(dtype)
+    limit = math.sqrt(finfo.max * finfo.eps / (n_samples * n_features))
+    if not (np.isfinite(mean).all() and largest <= limit):  # False for NaN too
+        raise ValueError(
+            f"The values of X are too large for a {str(dtype).replace('torch.', '')} "
+            f"model: sums of squared deviations from the mean would overflow (largest "
+            f"|X - mean| = {largest:.3g}; at most {limit:.3g} for {n_samples} x "
+            f"{n_features} data). Rescale X, e.g. with sklearn.preprocessing.StandardScaler.")
+    return mean, Xc
 
 
 class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
@@ -316,21 +340,24 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         dtype = _device.resolve_dtype(self.dtype, device)
         random_state = check_random_state(self.random_state)
 
-        mean = X.mean(axis=0)
-        Xc = X - mean
+        mean, Xc = _center(X, dtype)
         fitted = {"n_iter_": 1}  # the closed-form solve counts as one iteration
         if solver == "exact":
             variances, directions = _exact_linear_solution(Xc, self.alpha)
-            self._check_nonsingular(variances)
+            self._check_nonsingular(variances, dtype)
             weight = directions / np.sqrt(variances)[:, None]
             flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
         else:
+            if self.alpha == 0 and isinstance(self.flow, str) and self.flow == "mlp":
+                # The MLP starts from the whitening (Sigma + alpha I)^-1/2 (from_data).
+                self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype)
+            self._check_variance_range(Xc, dtype)
             flow, fitted = self._train(Xc, device, dtype, random_state)
         self._check_finite_scores(flow, Xc)
-        if flow.is_linear:
-            variances, directions = self._linear_decomposition(flow)
-        else:
+        if not flow.is_linear:
             variances = self._mean_local_variances(flow, Xc)
+        elif solver != "exact":  # the closed form's are exact, even for ill-conditioned W
+            variances, directions = self._linear_decomposition(flow)
         ratio = variances / variances.sum()
         n_components = self._resolve_n_components(ratio, n_features)
         fitted.update(
@@ -390,13 +417,52 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                              "solver='adam' or 'auto'.")
         return self.solver
 
-    def _check_nonsingular(self, variances):
+    def _check_nonsingular(self, variances, dtype):
+        if self.alpha > 0:
+            return  # the floor alpha keeps every variance positive, whatever the scales
         rank = int(np.sum(variances > _SINGULAR_RTOL * variances.max()))
         if rank < variances.size:
             raise ValueError(
                 f"The covariance of X is singular (rank {rank} < n_features="
                 f"{variances.size}), so the maximum-likelihood flow does not exist with "
                 "alpha=0. Set alpha > 0 (a variance floor) or reduce the features.")
+        # The flow's Jacobian scales like variance**-1/2: its square needs the headroom.
+        finfo = torch.finfo(dtype)
+        smallest = 1.0 / (finfo.max * finfo.eps)
+        if variances.min() < smallest:
+            raise ValueError(
+                f"The values of X are too small for a {str(dtype).replace('torch.', '')} "
+                f"model with alpha=0: the smallest variance is {variances.min():.3g}, below "
+                f"{smallest:.3g}. Rescale X (e.g. with sklearn.preprocessing.StandardScaler) "
+                "or set alpha > 0 (a variance floor).")
+
+    def _check_variance_range(self, Xc, dtype):
+        """A trained flow's local variances come from the SVD of its Jacobian, which
+        resolves singular values down to ``eps`` times the largest: variances (with the
+        floor alpha) spanning more than ``1 / eps**2`` cannot be represented."""
+        if self.alpha == 0:
+            return  # singular covariances: _check_nonsingular or DegenerateFitWarning
+        limit = 1.0 / torch.finfo(dtype).eps ** 2
+        n_samples = Xc.shape[0]
+        total = float(np.einsum("ij,ij->", Xc, Xc)) / n_samples  # >= largest variance
+        if (total + self.alpha) / self.alpha <= limit:
+            return
+        variances = np.linalg.eigvalsh(Xc.T @ Xc / n_samples)
+        largest = variances.max()
+        # Eigenvalues below ~eps * largest are zero within their rounding error.
+        smallest = variances.min()
+        if smallest <= variances.size * np.finfo(float).eps * largest:
+            smallest = 0.0
+        with np.errstate(over="ignore"):
+            ratio = (largest + self.alpha) / (smallest + self.alpha)
+        if ratio > limit:
+            raise ValueError(
+                f"The variances of X span too wide a range for a "
+                f"{str(dtype).replace('torch.', '')} flow trained by gradient descent: the "
+                f"largest is {ratio:.3g} times the smallest (floored at alpha={self.alpha:g}"
+                f"), more than 1/eps**2 = {limit:.3g}. Rescale X (e.g. with "
+                "sklearn.preprocessing.StandardScaler), increase alpha, or use "
+                "flow='linear' with the exact solver.")
 
     def _make_flow(self, Xc, device, dtype, generator):
         if isinstance(self.flow, Flow):
@@ -801,31 +867,28 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
+        # No torch object in the state (see flowpca._persistence): flows as class name,
+        # configuration and numpy weights on CPU; a torch.device parameter as a string.
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
-        if "flow_" in state:
-            flow = state["flow_"]
-            state["flow_"] = {
-                "class": type(flow),
-                "config": flow.get_config(),
-                "state": {k: v.detach().cpu().numpy()
-                          for k, v in flow.state_dict().items()},
-            }
+        for name, value in state.items():
+            if isinstance(value, Flow):
+                state[name] = _persistence.flow_to_state(value)
+            elif isinstance(value, torch.device):
+                state[name] = _persistence.device_to_state(value)
         state["_flowpca_version"] = __version__
         return state
 
     def __setstate__(self, state):
         state = dict(state)
-        saved_version = state.pop("_flowpca_version", None)
-        if saved_version is not None and saved_version != __version__:
-            warnings.warn(f"This model was saved with flowpca {saved_version} and is loaded "
-                          f"with {__version__}; results may differ.", UserWarning)
-        stored = state.get("flow_")
-        if isinstance(stored, dict):
-            flow = stored["class"](**stored["config"])
-            tensors = {k: torch.as_tensor(v) for k, v in stored["state"].items()}
-            flow = flow.to(next(iter(tensors.values())).dtype)
-            flow.load_state_dict(tensors)
-            state["flow_"] = flow.requires_grad_(False).eval()
+        _persistence.warn_if_other_version(type(self).__name__,
+                                           state.pop("_flowpca_version", None), __version__)
+        for name, value in state.items():
+            if _persistence.is_stored_flow(value):
+                flow = _persistence.flow_from_state(value)
+                # A fitted flow is frozen; a flow given as the parameter stays trainable.
+                state[name] = flow.requires_grad_(False).eval() if name.endswith("_") else flow
+            else:
+                state[name] = _persistence.device_from_state(value)
         super().__setstate__(state)
 
     def __sklearn_tags__(self):

@@ -233,7 +233,12 @@ class MLPFlow(Flow):
           standard deviation ``noise_scale / sqrt(D)``, and ``C_l`` (diagonal) and
           ``b_l`` standardizing each pre-activation on ``X`` to mean 0 and standard
           deviation ``hidden_scale`` (1 for the last layer, so the output starts
-          centered with unit variances), as ActNorm does.
+          centered with unit variances), as ActNorm does. A pre-activation's standard
+          deviation counts as at least the one the floor ``alpha`` gives it (isotropic
+          noise of variance ``alpha`` on ``X``, propagated through the linearized
+          layers): directions the data do not occupy (constant features, data on a
+          subspace) start at the floor's scale instead of being amplified layer after
+          layer.
 
         ``sigma`` contracts, so without the rescaling the units would shrink layer after
         layer into the range where ``sigma`` is almost linear, where training leaves the
@@ -272,9 +277,20 @@ class MLPFlow(Flow):
             eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
             covariance = X.T @ X / n_samples + alpha * eye
             variances, vectors = torch.linalg.eigh(covariance)
-            weight = (vectors * variances.clamp_min(torch.finfo(X.dtype).tiny).rsqrt()).T
+            # Eigenvalues of Sigma + alpha I are at least alpha: smaller ones are rounding
+            # (eigh resolves them to ~eps times the largest).
+            smallest = max(float(alpha), torch.finfo(X.dtype).tiny)
+            weight = (vectors * variances.clamp_min(smallest).rsqrt()).T
             if flow.n_layers:
                 weight = weight * hidden_scale
+            # The floor alpha acts like isotropic noise of variance alpha on X: `floor` is
+            # the covariance it gives the current layer's units (linearized). The
+            # standardization never divides a unit by less than its floor standard
+            # deviation, so directions the data do not occupy (constant features, data on
+            # a subspace) keep the floor's scale instead of being blown up by up to 1/eps
+            # per layer. Where the data's spread exceeds the floor's (the usual case)
+            # nothing changes.
+            floor = weight @ (alpha * eye) @ weight.T if alpha > 0 else None
             h = X
             for layer in range(flow.n_layers + 1):
                 if layer > 0:
@@ -282,14 +298,23 @@ class MLPFlow(Flow):
                                         dtype=X.dtype, device=generator.device)
                     weight = eye + noise.to(X.device) * (noise_scale / math.sqrt(n_features))
                     u = h @ weight.T
-                    scale = u.std(dim=0, correction=0).clamp_min(torch.finfo(X.dtype).eps)
+                    scale = u.std(dim=0, correction=0)
+                    if floor is not None:
+                        floor = weight @ floor @ weight.T
+                        scale = torch.maximum(scale, floor.diagonal().clamp_min(0).sqrt())
+                    scale = scale.clamp_min(torch.finfo(X.dtype).eps)
                     if layer < flow.n_layers:
                         scale = scale / hidden_scale
                     weight = weight / scale[:, None]
+                    if floor is not None:
+                        floor = floor / (scale[:, None] * scale[None, :])
                     flow.biases[layer].copy_(-u.mean(dim=0) / scale)
                 flow.weights[layer].copy_(weight)
                 h = h @ weight.T + flow.biases[layer]
                 if layer < flow.n_layers:
+                    if floor is not None:
+                        gain = flow._sigma.derivative(h).pow(2).mean(dim=0).sqrt()
+                        floor = gain[:, None] * floor * gain[None, :]
                     h = flow._sigma(h)
         return flow
 

@@ -1,0 +1,105 @@
+"""What a fitted estimator's state holds in place of torch objects, for pickle and skops.
+
+The state of a :class:`~flowpca.NormalizingFlowPCA` holds no torch object: a flow is
+stored as ``{"class": "flowpca.flows.mlp.MLPFlow", "config": {...}, "state": {name:
+ndarray}}`` (weights on CPU), and a ``torch.device`` parameter as its string. So
+``skops.io`` lists only flowpca's estimator class as a type to trust, and loading calls
+nothing but the constructors of flowpca's own flow classes: a class name is looked up in
+a registry of those classes, never imported from an arbitrary string.
+
+Flows of other packages (a user's subclass of :class:`~flowpca.flows.Flow`) are stored by
+class object instead: plain pickle handles them; skops asks the user to trust them.
+"""
+
+import warnings
+
+import numpy as np
+import torch
+
+from .flows import Flow
+
+_FLOW_KEYS = frozenset({"class", "config", "state"})
+_CONFIG_TYPES = (bool, int, float, str, type(None))
+_DEVICE_KEY = "torch.device"
+
+
+def _qualified_name(cls):
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def flow_classes():
+    """flowpca's own flow classes by qualified name (all subclasses of :class:`Flow`
+    defined in flowpca; the families are imported with :mod:`flowpca.flows`)."""
+    registry, pending = {}, [Flow]
+    while pending:
+        cls = pending.pop()
+        for subclass in cls.__subclasses__():
+            pending.append(subclass)
+            name = _qualified_name(subclass)
+            if name.startswith("flowpca.") and not getattr(subclass, "__abstractmethods__", ()):
+                registry[name] = subclass
+    return registry
+
+
+def is_stored_flow(value):
+    return isinstance(value, dict) and set(value) == _FLOW_KEYS
+
+
+def flow_to_state(flow):
+    """A flow as ``{"class", "config", "state"}``: no torch object, weights on CPU."""
+    cls = type(flow)
+    name = _qualified_name(cls)
+    return {
+        "class": name if flow_classes().get(name) is cls else cls,
+        "config": dict(flow.get_config()),
+        "state": {key: value.detach().cpu().numpy()
+                  for key, value in flow.state_dict().items()},
+    }
+
+
+def flow_from_state(stored):
+    """Rebuild a flow stored by :func:`flow_to_state`, on CPU, as a freshly constructed
+    module (trainable): fitted flows are frozen by the caller."""
+    cls = stored["class"]
+    if isinstance(cls, str):
+        registry = flow_classes()
+        if cls not in registry:
+            raise ValueError(f"Unknown flow class {cls!r} in the stored model; known "
+                             f"flows: {sorted(registry)}.")
+        cls = registry[cls]
+    elif not (isinstance(cls, type) and issubclass(cls, Flow)):
+        raise TypeError(f"The stored flow class {cls!r} is not a flowpca Flow.")
+    config = stored["config"]
+    if not (isinstance(config, dict) and all(
+            isinstance(key, str) and isinstance(value, _CONFIG_TYPES)
+            for key, value in config.items())):
+        raise ValueError(f"Invalid stored flow configuration: {config!r}.")
+    arrays = stored["state"]
+    if not (isinstance(arrays, dict) and all(isinstance(value, np.ndarray)
+                                             for value in arrays.values())):
+        raise ValueError("Invalid stored flow weights: expected a dict of arrays.")
+    flow = cls(**config)
+    tensors = {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}
+    if tensors:
+        flow = flow.to(next(iter(tensors.values())).dtype)
+    flow.load_state_dict(tensors)
+    return flow
+
+
+def device_to_state(device):
+    return {_DEVICE_KEY: str(device)} if isinstance(device, torch.device) else device
+
+
+def device_from_state(device):
+    if isinstance(device, dict) and set(device) == {_DEVICE_KEY}:
+        return torch.device(device[_DEVICE_KEY])
+    return device
+
+
+def warn_if_other_version(estimator_name, saved_version, current_version):
+    from .exceptions import InconsistentVersionWarning
+
+    if saved_version is not None and saved_version != current_version:
+        warnings.warn(InconsistentVersionWarning(
+            estimator_name=estimator_name, original_flowpca_version=saved_version,
+            current_flowpca_version=current_version), stacklevel=3)
