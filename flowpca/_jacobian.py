@@ -61,7 +61,8 @@ def top_local_components(flow, x, n_components, method="full", n_oversamples=10,
     n_oversamples, n_iter : int
         Extra subspace columns and iterations for 'randomized'.
     generator : torch.Generator, optional
-        Start of the subspace for 'randomized'.
+        Start of the subspace for 'randomized'; a private generator seeded with 0 if
+        omitted (never torch's global one).
 
     Returns
     -------
@@ -85,6 +86,8 @@ def _randomized_top_components(flow, x, y, k, n_oversamples, n_iter, generator):
     n, D = x.shape
     q = min(D, k + n_oversamples)
     apply_inverse, apply_inverse_transpose = flow.inverse_jacobian_operators(x)
+    if generator is None:  # a private, fixed start: deterministic and thread-safe
+        generator = torch.Generator(device=x.device).manual_seed(0)
 
     def orthonormal_rows(V):
         return torch.linalg.qr(V.transpose(1, 2))[0].transpose(1, 2)
