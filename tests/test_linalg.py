@@ -99,14 +99,23 @@ def test_mlp_model_same_with_one_and_two_threads():
             warnings.simplefilter("ignore")  # ConvergenceWarning: two epochs only
             model = NormalizingFlowPCA(n_layers=2, max_iter=2, random_state=0).fit(X)
 
+        names = ("score_samples", "transform", "sample", "inverse_transform",
+                 "local_variances", "local_directions", "local_covariance")
+
         def outputs():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # inverse_transform: 1 iteration only
+                # (its Levenberg-Marquardt steps solve a batch of 160 x 160 systems)
+                back = model.set_params(inverse_max_iter=1).inverse_transform(
+                    model.transform(X[:2]))
             return (model.score_samples(X), model.transform(X[:100]),
-                    model.sample(50, random_state=0))
+                    model.sample(50, random_state=0), back, model.local_variances(X[:20]),
+                    model.local_directions(X[:20]), model.local_covariance(X[:20]))
 
         two_threads = outputs()
         torch.set_num_threads(1)
         one_thread = outputs()
-        for name, a, b in zip(("score_samples", "transform", "sample"), two_threads, one_thread):
+        for name, a, b in zip(names, two_threads, one_thread):
             assert np.all(np.isfinite(a)), name
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max(), err_msg=name)
         print("ok")
