@@ -111,6 +111,18 @@ def _center(X, dtype):
     return mean, Xc
 
 
+class _LazilyCentered:
+    """``X - mean`` row block by row block, so that inference never holds a centered
+    copy of the whole input."""
+
+    def __init__(self, X, mean):
+        self.X, self.mean = X, mean
+        self.shape = X.shape
+
+    def __getitem__(self, rows):
+        return self.X[rows].astype(np.float64, copy=False) - self.mean
+
+
 class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     """Principal component analysis for non-Gaussian data with a normalizing flow.
 
@@ -582,9 +594,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             yield _device.to_tensor(Xc[rows], device, dtype)
 
     def _validate_centered(self, X):
+        """Validated ``X``, centered lazily chunk by chunk (no centered copy of X)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return X.astype(np.float64, copy=False) - self.mean_
+        return _LazilyCentered(X, self.mean_)
 
     # ------------------------------------------------------------------ public API
     def transform(self, X):
@@ -605,7 +618,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         """
         Xc = self._validate_centered(X)
         if self.flow_.is_linear:
-            return Xc @ self.components_.T
+            chunks = [Xc[rows] @ self.components_.T for rows in _jacobian.iter_row_chunks(
+                Xc.shape[0], 16 * Xc.shape[1])]
+            return np.concatenate(chunks) if chunks else np.empty((0, self.n_components_))
         return np.concatenate([_device.to_numpy(self._oriented_components(x)[2])
                                for x in self._iter_tensor_chunks(Xc)]) \
             if Xc.shape[0] else np.empty((0, self.n_components_))
