@@ -621,9 +621,18 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             chunks = [Xc[rows] @ self.components_.T for rows in _jacobian.iter_row_chunks(
                 Xc.shape[0], 16 * Xc.shape[1])]
             return np.concatenate(chunks) if chunks else np.empty((0, self.n_components_))
-        return np.concatenate([_device.to_numpy(self._oriented_components(x)[2])
-                               for x in self._iter_tensor_chunks(Xc)]) \
-            if Xc.shape[0] else np.empty((0, self.n_components_))
+        return self._map_chunks(Xc, lambda x: self._oriented_components(x)[2],
+                                (self.n_components_,))
+
+    def _map_chunks(self, Xc, compute, trailing_shape, bytes_per_row=None):
+        """Apply ``compute`` to each row chunk of ``Xc`` (as a centered tensor on the
+        flow's device) and gather the results, shape ``(n_samples,) + trailing_shape``."""
+        out = np.empty((Xc.shape[0],) + tuple(trailing_shape))
+        start = 0
+        for x in self._iter_tensor_chunks(Xc, bytes_per_row=bytes_per_row):
+            out[start:start + x.shape[0]] = _device.to_numpy(compute(x))
+            start += x.shape[0]
+        return out
 
     def _oriented_components(self, x, full=False):
         """``(s, Vh, y_hat)`` of the tracked components at centered points ``x``: matched
@@ -722,11 +731,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         variances : ndarray of shape (n_samples, n_features)
         """
         Xc = self._validate_centered(X)
-        chunks = []
-        with torch.no_grad():
-            for x in self._iter_tensor_chunks(Xc):
-                chunks.append(_device.to_numpy(_jacobian.local_svd(self.flow_, x)[1] ** -2))
-        return np.concatenate(chunks) if chunks else np.empty((0, Xc.shape[1]))
+        return self._map_chunks(Xc, lambda x: _jacobian.local_svd(self.flow_, x)[1] ** -2,
+                                (Xc.shape[1],))
 
     def local_directions(self, X):
         """Local principal directions at each point, in input space.
@@ -742,10 +748,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             the same signs. For the linear flow, ``components_.T`` at every point.
         """
         Xc = self._validate_centered(X)
-        chunks = [_device.to_numpy(self._oriented_components(x)[1].transpose(1, 2))
-                  for x in self._iter_tensor_chunks(Xc)]
-        return np.concatenate(chunks) if chunks else np.empty(
-            (0, Xc.shape[1], self.n_components_))
+        return self._map_chunks(Xc, lambda x: self._oriented_components(x)[1].transpose(1, 2),
+                                (Xc.shape[1], self.n_components_))
 
     def local_covariance(self, X):
         """Covariance of the local Gaussian approximation, ``J^-1 J^-T``, at each point.
@@ -761,13 +765,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             ``alpha I`` at every point.
         """
         Xc = self._validate_centered(X)
-        chunks = []
-        with torch.no_grad():
-            for x in self._iter_tensor_chunks(Xc):
-                _, s, Vh = _jacobian.local_svd(self.flow_, x)
-                covariance = Vh.transpose(1, 2) @ (Vh / s.unsqueeze(-1) ** 2)
-                chunks.append(_device.to_numpy(covariance))
-        return np.concatenate(chunks) if chunks else np.empty((0,) + (Xc.shape[1],) * 2)
+
+        def covariance(x):
+            _, s, Vh = _jacobian.local_svd(self.flow_, x)
+            return Vh.transpose(1, 2) @ (Vh / s.unsqueeze(-1) ** 2)
+
+        return self._map_chunks(Xc, covariance, (Xc.shape[1],) * 2)
 
     def _check_components(self, X):
         X = check_array(X, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
@@ -791,14 +794,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         log_likelihood : ndarray of shape (n_samples,)
         """
         Xc = self._validate_centered(X)
-        out = np.empty(Xc.shape[0])
-        start = 0
-        with torch.no_grad():
-            bytes_per_row = _FORWARD_BYTES_PER_FEATURE * Xc.shape[1]
-            for x in self._iter_tensor_chunks(Xc, bytes_per_row=bytes_per_row):
-                out[start:start + x.shape[0]] = _device.to_numpy(log_likelihood(self.flow_, x))
-                start += x.shape[0]
-        return out
+        return self._map_chunks(Xc, lambda x: log_likelihood(self.flow_, x), (),
+                                bytes_per_row=_FORWARD_BYTES_PER_FEATURE * Xc.shape[1])
 
     def score(self, X, y=None):
         """Mean log-likelihood of the samples (higher is better), for model selection.
