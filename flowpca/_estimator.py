@@ -20,7 +20,8 @@ from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
 from .exceptions import DegenerateFitWarning
-from .flows import Flow, LinearFlow, MLPFlow
+from .flows import Flow, LinearFlow
+from .flows._families import FlowSettings, build_flow, family_names
 
 # Fitted attributes that only gradient-trained models have.
 _SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_")
@@ -156,6 +157,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     activation : {'asinh', 'leaky_softplus'}, default='asinh'
         Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
         ``0.1 u + 0.9 softplus(u)``.
+    flow_params : dict, default=None
+        Further keyword arguments of the flow family named by ``flow`` (its architecture
+        beyond ``n_layers``), checked when fitting: an unknown key raises ``ValueError``
+        listing the accepted ones. 'mlp' accepts ``noise_scale`` (0.01) and
+        ``hidden_scale`` (0.5) of its initialization (see
+        :meth:`flowpca.flows.MLPFlow.from_data`); 'linear' accepts none.
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
         training: 'exact' pushes the identity through the flow (about ``n_features``
@@ -260,7 +267,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"),
                          Interval(RealNotInt, 0, 1, closed="neither"), None],
-        "flow": [StrOptions({"mlp", "linear"}), Flow],
+        "flow": [StrOptions(set(family_names())), Flow],
+        "flow_params": [dict, None],
         "n_layers": [Interval(Integral, 0, None, closed="left")],
         "activation": [StrOptions({"asinh", "leaky_softplus"})],
         "penalty_estimator": [StrOptions({"auto", "exact", "hutchinson"})],
@@ -284,8 +292,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
-                 activation="asinh", penalty_estimator="auto", svd_solver="auto",
-                 inverse_tol=1e-8, inverse_max_iter=100, solver="auto",
+                 activation="asinh", flow_params=None, penalty_estimator="auto",
+                 svd_solver="auto", inverse_tol=1e-8, inverse_max_iter=100, solver="auto",
                  max_iter=400, batch_size=200, learning_rate_init=1e-2,
                  learning_rate="adaptive", tol=1e-4, n_iter_no_change=20,
                  early_stopping=False, validation_fraction=0.1, device="auto",
@@ -295,6 +303,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self.alpha = alpha
         self.n_layers = n_layers
         self.activation = activation
+        self.flow_params = flow_params
         self.penalty_estimator = penalty_estimator
         self.svd_solver = svd_solver
         self.inverse_tol = inverse_tol
@@ -347,6 +356,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if isinstance(self.n_components, Integral) and self.n_components > n_features:
             raise ValueError(f"n_components={self.n_components} must be between 1 and "
                              f"n_features={n_features}.")
+        if self.flow_params is not None and not isinstance(self.flow, str):
+            raise ValueError("flow_params applies to a flow family given by name, not to "
+                             "a Flow instance; configure the instance instead.")
         solver = self._resolve_solver()
         device = _device.resolve_device(self.device)
         dtype = _device.resolve_dtype(self.dtype, device)
@@ -355,6 +367,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         mean, Xc = _center(X, dtype)
         fitted = {"n_iter_": 1}  # the closed-form solve counts as one iteration
         if solver == "exact":
+            if self.flow_params:
+                FlowSettings(self.alpha, self.n_layers, flow_params=self.flow_params).params(
+                    "linear", {})
             variances, directions = _exact_linear_solution(Xc, self.alpha)
             self._check_nonsingular(variances, dtype)
             weight = directions / np.sqrt(variances)[:, None]
@@ -482,17 +497,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 raise ValueError(f"The flow acts on {self.flow.n_features} features but X "
                                  f"has {Xc.shape[1]} features.")
             return copy.deepcopy(self.flow).to(device, dtype)
-        if self.flow == "mlp":
-            return MLPFlow.from_data(_device.to_tensor(Xc, device, dtype), self.alpha,
-                                     n_layers=self.n_layers, activation=self.activation,
-                                     generator=generator)
-        # Linear flow from a random rotation scaled to the data (the paper's setting).
-        n_features = Xc.shape[1]
-        gaussian = torch.randn(n_features, n_features, generator=generator,
-                               device=device, dtype=dtype)
-        rotation, _ = torch.linalg.qr(gaussian)
-        scale = 1.0 / math.sqrt(max(Xc.var(axis=0).mean(), np.finfo(float).tiny) + self.alpha)
-        return LinearFlow(n_features, rotation * scale).to(device, dtype)
+        settings = FlowSettings(alpha=self.alpha, n_layers=self.n_layers,
+                                activation=self.activation,
+                                flow_params=dict(self.flow_params or {}),
+                                generator=generator)
+        return build_flow(self.flow, _device.to_tensor(Xc, device, dtype), settings)
 
     def _train(self, Xc, device, dtype, random_state):
         generator = _device.make_generator(_device.seed_from(random_state), device)

@@ -11,6 +11,7 @@ Flows of other packages (a user's subclass of :class:`~flowpca.flows.Flow`) are 
 class object instead: plain pickle handles them; skops asks the user to trust them.
 """
 
+import importlib
 import warnings
 
 import numpy as np
@@ -27,9 +28,22 @@ def _qualified_name(cls):
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def _is_config_value(value):
+    if isinstance(value, (tuple, list)):
+        return all(isinstance(item, _CONFIG_TYPES) for item in value)
+    return isinstance(value, _CONFIG_TYPES)
+
+
 def flow_classes():
     """flowpca's own flow classes by qualified name (all subclasses of :class:`Flow`
     defined in flowpca; the families are imported with :mod:`flowpca.flows`)."""
+    from .flows._families import family_modules
+
+    for module in family_modules():
+        try:
+            importlib.import_module(module)
+        except ImportError:  # a family whose optional dependency is missing
+            pass
     registry, pending = {}, [Flow]
     while pending:
         cls = pending.pop()
@@ -71,8 +85,7 @@ def flow_from_state(stored):
         raise TypeError(f"The stored flow class {cls!r} is not a flowpca Flow.")
     config = stored["config"]
     if not (isinstance(config, dict) and all(
-            isinstance(key, str) and isinstance(value, _CONFIG_TYPES)
-            for key, value in config.items())):
+            isinstance(key, str) and _is_config_value(value) for key, value in config.items())):
         raise ValueError(f"Invalid stored flow configuration: {config!r}.")
     arrays = stored["state"]
     if not (isinstance(arrays, dict) and all(isinstance(value, np.ndarray)

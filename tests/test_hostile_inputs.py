@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
 import flowpca._estimator
+import flowpca.flows
 from flowpca import NormalizingFlowPCA
 from flowpca.exceptions import DegenerateFitWarning
 
@@ -197,3 +198,26 @@ def test_float32_model_has_its_own_limit():
         _check_finite(NormalizingFlowPCA(n_layers=2, max_iter=3, random_state=0).fit(X), X)
     with pytest.raises(ValueError, match="too large for a float32 model"):
         _fit_or_refuse_strict(dict(_FLOWS["mlp"], dtype="float32"), X)
+
+
+@pytest.mark.parametrize("flow, flow_params, message", [
+    ("mlp", {"hidden_layer_sizes": 3}, r"does not accept.*\['hidden_scale', 'noise_scale'\]"),
+    ("linear", {"anything": 1}, r"flow='linear' does not accept"),
+    (flowpca.flows.LinearFlow(3), {}, "flow_params applies to a flow family given by name"),
+])
+def test_bad_flow_params_are_refused_and_change_nothing(flow, flow_params, message):
+    X = np.random.default_rng(0).normal(size=(30, 3))
+    model = NormalizingFlowPCA(flow=flow, flow_params=flow_params, max_iter=2)
+    params_before = model.get_params()
+    with pytest.raises(ValueError, match=message):
+        model.fit(X)
+    assert not hasattr(model, "flow_")
+    assert model.get_params().keys() == params_before.keys()
+
+
+def test_flow_params_reach_the_mlp_initialization():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    outputs = [NormalizingFlowPCA(flow_params={"noise_scale": scale}, max_iter=1,
+                                  random_state=0).fit(X).transform(X)
+               for scale in (0.0, 0.3)]
+    assert not np.allclose(outputs[0], outputs[1])

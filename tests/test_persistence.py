@@ -120,7 +120,7 @@ def test_unknown_flow_class_is_refused(fitted):
     with pytest.raises(TypeError, match="not a flowpca Flow"):
         NormalizingFlowPCA.__new__(NormalizingFlowPCA).__setstate__(state)
     state = model.__getstate__()
-    state["flow_"] = dict(state["flow_"], config={"n_features": [4]})
+    state["flow_"] = dict(state["flow_"], config={"n_features": [[4]]})
     with pytest.raises(ValueError, match="configuration"):
         NormalizingFlowPCA.__new__(NormalizingFlowPCA).__setstate__(state)
 

@@ -5,6 +5,7 @@ from torch import nn
 
 from .. import _linalg
 from ._base import Flow
+from ._families import data_scale
 
 
 class LinearFlow(Flow):
@@ -48,3 +49,14 @@ class LinearFlow(Flow):
     def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
         # Constant Jacobian: the exact norm is free, whatever the method asked for.
         return self.weight.pow(2).sum().expand(x.shape[0])
+
+
+def build_linear(X, settings):
+    """``flow='linear'``: a random rotation scaled to the data (the paper's start)."""
+    if settings.flow_params:
+        settings.params("linear", {})
+    n_features = X.shape[1]
+    gaussian = torch.randn(n_features, n_features, generator=settings.generator,
+                           device=X.device, dtype=X.dtype)
+    rotation, _ = torch.linalg.qr(gaussian)
+    return LinearFlow(n_features, rotation * data_scale(X, settings.alpha)).to(X.device, X.dtype)

@@ -561,3 +561,14 @@ class MLPFlow(Flow):
         probes = self._probes(x, n_probes, generator)
         y, log_abs_det, z, _ = self._pass(x, tangents=probes, log_det=log_det)
         return y, log_abs_det, z.pow(2).sum(dim=2).mean(dim=1)
+
+
+def build_mlp(X, settings):
+    """``flow='mlp'``: :meth:`MLPFlow.from_data` with ``n_layers`` and ``activation``.
+
+    ``flow_params`` may set ``noise_scale`` and ``hidden_scale`` of the initialization.
+    """
+    params = settings.params("mlp", {"noise_scale": 0.01, "hidden_scale": 0.5})
+    return MLPFlow.from_data(X, settings.alpha, n_layers=settings.n_layers,
+                             activation=settings.activation, generator=settings.generator,
+                             **params)
