@@ -18,6 +18,11 @@ import torch
 _FAMILIES = {
     "linear": "linear:build_linear",
     "mlp": "mlp:build_mlp",
+    "realnvp": "coupling:build_realnvp",
+    "residual": "residual:build_residual",
+    "implicit": "implicit:build_implicit",
+    "nsf": "zuko:build_nsf",
+    "maf": "zuko:build_maf",
 }
 
 
