@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from . import _device, _inverse, _jacobian, _orientation, _persistence
+from ._diagnostics import gaussian_baseline
 from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
@@ -242,6 +243,20 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Mean training loss per epoch ('adam' only).
     validation_scores_ : list of float or None
         Held-out mean log-likelihood per epoch when ``early_stopping`` is True.
+    gaussian_baseline_score_ : float
+        Mean log-likelihood on the training data of the linear flow's optimum, the
+        Gaussian with covariance ``Sigma + alpha I``, in closed form from the eigenvalues
+        ``lambda_i`` of the training covariance:
+        ``-1/2 sum_i (log(2 pi (lambda_i + alpha)) + lambda_i / (lambda_i + alpha))``
+        (``+inf`` for a singular covariance with ``alpha=0``). With ``early_stopping``
+        the training data are those left after the validation split.
+    gaussian_baseline_gain_ : float
+        Nats per sample the fitted model gains over that optimum on the training data:
+        0 (to rounding) for the linear flow's exact solution, positive where a nonlinear
+        flow captures non-Gaussian structure.
+    validation_gaussian_baseline_gain_ : float or None
+        The same gain on the held-out data when ``early_stopping`` is True (baseline
+        fitted on the training part), else None.
 
     See Also
     --------
@@ -380,6 +395,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype)
             self._check_variance_range(Xc, dtype)
             flow, fitted = self._train(Xc, device, dtype, random_state)
+        x_train, x_val = fitted.pop("_split", (Xc, None))
         self._check_finite_scores(flow, Xc)
         if not flow.is_linear:
             variances = self._mean_local_variances(flow, Xc)
@@ -406,6 +422,20 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if not flow.is_linear:  # starting points of inverse_transform
             self._reference_point_components = self.transform(
                 self._reference_points + self.mean_)
+        self._set_baseline_gains(x_train, x_val)
+
+    def _set_baseline_gains(self, x_train, x_val):
+        """``gaussian_baseline_score_`` and the gains over it (see
+        :mod:`flowpca._diagnostics`), on the centered training and held-out data."""
+        baseline = gaussian_baseline(x_train, self.alpha)
+        self.gaussian_baseline_score_ = baseline.training_score()
+        with np.errstate(invalid="ignore"):  # inf - inf: both unbounded
+            self.gaussian_baseline_gain_ = float(
+                np.mean(self._score_samples_centered(x_train))
+                - self.gaussian_baseline_score_)
+            self.validation_gaussian_baseline_gain_ = None if x_val is None else float(
+                np.mean(self._score_samples_centered(x_val))
+                - np.mean(baseline.score_samples(x_val)))
 
     def _reference_field(self, flow, Xc, n_components, random_state):
         """Oriented local directions on a subsample of the training data (see
@@ -529,6 +559,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         return flow, {
             "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
             "validation_scores_": result.validation_scores if self.early_stopping else None,
+            "_split": (x_train, x_val),
         }
 
     def _warn_if_unbounded(self, flow, Xc, converged):
@@ -802,7 +833,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         -------
         log_likelihood : ndarray of shape (n_samples,)
         """
-        Xc = self._validate_centered(X)
+        return self._score_samples_centered(self._validate_centered(X))
+
+    def _score_samples_centered(self, Xc):
         return self._map_chunks(Xc, lambda x: log_likelihood(self.flow_, x), (),
                                 bytes_per_row=_FORWARD_BYTES_PER_FEATURE * Xc.shape[1])
 
