@@ -163,7 +163,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         beyond ``n_layers``), checked when fitting: an unknown key raises ``ValueError``
         listing the accepted ones. 'mlp' accepts ``noise_scale`` (0.01) and
         ``hidden_scale`` (0.5) of its initialization (see
-        :meth:`flowpca.flows.MLPFlow.from_data`); 'linear' accepts none.
+        :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
+        bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
+        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none.
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
         training: 'exact' pushes the identity through the flow (about ``n_features``
@@ -390,7 +392,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             weight = directions / np.sqrt(variances)[:, None]
             flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
         else:
-            if self.alpha == 0 and isinstance(self.flow, str) and self.flow == "mlp":
+            if self.alpha == 0 and isinstance(self.flow, str) and self.flow == "mlp" and (
+                    (self.flow_params or {}).get("lipschitz") is None):
                 # The MLP starts from the whitening (Sigma + alpha I)^-1/2 (from_data).
                 self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype)
             self._check_variance_range(Xc, dtype)

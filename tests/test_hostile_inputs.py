@@ -201,7 +201,8 @@ def test_float32_model_has_its_own_limit():
 
 
 @pytest.mark.parametrize("flow, flow_params, message", [
-    ("mlp", {"hidden_layer_sizes": 3}, r"does not accept.*\['hidden_scale', 'noise_scale'\]"),
+    ("mlp", {"hidden_layer_sizes": 3},
+     r"does not accept.*\['hidden_scale', 'lipschitz', 'noise_scale'\]"),
     ("linear", {"anything": 1}, r"flow='linear' does not accept"),
     (flowpca.flows.LinearFlow(3), {}, "flow_params applies to a flow family given by name"),
 ])

@@ -566,9 +566,20 @@ class MLPFlow(Flow):
 def build_mlp(X, settings):
     """``flow='mlp'``: :meth:`MLPFlow.from_data` with ``n_layers`` and ``activation``.
 
-    ``flow_params`` may set ``noise_scale`` and ``hidden_scale`` of the initialization.
+    ``flow_params`` may set ``noise_scale`` and ``hidden_scale`` of the initialization,
+    and ``lipschitz`` (None): a float ``L > 1`` builds a
+    :class:`~flowpca.flows.BiLipschitzMLPFlow`, every layer's singular values in
+    ``[1/L, L]``.
     """
-    params = settings.params("mlp", {"noise_scale": 0.01, "hidden_scale": 0.5})
+    params = settings.params("mlp", {"noise_scale": 0.01, "hidden_scale": 0.5,
+                                     "lipschitz": None})
+    lipschitz = params.pop("lipschitz")
+    if lipschitz is not None:
+        from ._bilipschitz import BiLipschitzMLPFlow
+
+        return BiLipschitzMLPFlow.from_data(
+            X, settings.alpha, n_layers=settings.n_layers, activation=settings.activation,
+            generator=settings.generator, lipschitz=lipschitz, **params)
     return MLPFlow.from_data(X, settings.alpha, n_layers=settings.n_layers,
                              activation=settings.activation, generator=settings.generator,
                              **params)
