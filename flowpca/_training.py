@@ -13,6 +13,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._objective import log_likelihood, penalized_nll
+from ._progress import EpochReporter
 
 # Adaptive schedule: divide the learning rate by this factor on a plateau, and stop once it
 # falls below the floor (scikit-learn's MLP uses the same rule).
@@ -121,7 +122,7 @@ def train_flow(flow, x_train, options, generator, x_val=None):
     epochs_no_improvement = 0
     interrupt = _InterruptFlag()
 
-    with interrupt.installed():
+    with interrupt.installed(), EpochReporter(options.max_iter, options.verbose) as report:
         for epoch in range(options.max_iter):
             order = torch.randperm(n_samples, generator=generator, device=generator.device)
             order = order.to(x_train.device)
@@ -176,11 +177,7 @@ def train_flow(flow, x_train, options, generator, x_val=None):
                 improved = epoch_loss < best_loss - options.tol
                 best_loss = min(best_loss, epoch_loss)
 
-            if options.verbose:
-                line = f"Epoch {epoch + 1}, loss = {epoch_loss:.8f}"
-                if early_stopping:
-                    line += f", validation log-likelihood = {score:.8f}"
-                print(line)
+            report.epoch(epoch + 1, epoch_loss, score if early_stopping else None)
 
             epochs_no_improvement = 0 if improved else epochs_no_improvement + 1
             if epochs_no_improvement > options.n_iter_no_change:
@@ -189,8 +186,7 @@ def train_flow(flow, x_train, options, generator, x_val=None):
                     for group in optimizer.param_groups:
                         group["lr"] = lr / _LR_DECAY
                     epochs_no_improvement = 0
-                    if options.verbose:
-                        print(f"Setting learning rate to {lr / _LR_DECAY:.6g}")
+                    report.message(f"Setting learning rate to {lr / _LR_DECAY:.6g}")
                 else:
                     result.converged = True
                     break
