@@ -129,7 +129,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     """Principal component analysis for non-Gaussian data with a normalizing flow.
 
     Fits a flow ``y = f(x)`` that maps the centered data to a standard normal by maximum
-    likelihood with a Tikhonov penalty ``alpha * ||J_f(x)||_F^2`` on its Jacobian, and
+    likelihood with a Tikhonov penalty ``alpha/2 ||J_f(x)||_F^2`` on its Jacobian, and
     reads the data's local principal components off the Jacobian's singular value
     decomposition ``J_f(x) = U S V^T`` (Feinman & Parthasarathy, 2020): local variances
     ``s_i^-2`` along the columns of ``V``. With ``flow='linear'`` the model is exactly
@@ -225,19 +225,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Per-feature mean of the training data.
     n_components_ : int
         Number of components kept.
-    components_ : ndarray of shape (n_components_, n_features)
+    components_ : ndarray of shape (`n_components_`, n_features)
         Principal axes (linear flow only; local directions vary with ``x`` otherwise).
-    explained_variance_ : ndarray of shape (n_components_,)
+    explained_variance_ : ndarray of shape (`n_components_`,)
         Variance of each component; for nonlinear flows, the mean local variance over the
         training data.
-    explained_variance_ratio_ : ndarray of shape (n_components_,)
+    explained_variance_ratio_ : ndarray of shape (`n_components_`,)
         ``explained_variance_`` divided by the total variance of all ``n_features``
         components.
     flow_ : Flow
         The fitted torch module (maps centered data to the latent space).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
     n_iter_ : int
         Epochs run by 'adam'; 1 for the closed-form 'exact' solver.
@@ -278,7 +278,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     >>> model.transform(X).shape
     (100, 2)
     >>> model.explained_variance_.round(1)
-    array([8.7, 1. ])
+    array([9.5, 1. ])
     """
 
     _parameter_constraints = {
@@ -355,6 +355,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         -------
         self : NormalizingFlowPCA
             The fitted estimator.
+
+        Examples
+        --------
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=5,
+        ...                            random_state=0).fit(X)
+        >>> model.n_components_, model.n_iter_, len(model.loss_curve_)
+        (2, 5, 5)
         """
         previous_state = self.__dict__.copy()
         try:
@@ -657,7 +667,26 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, n_components_)
+        X_new : ndarray of shape (n_samples, `n_components_`)
+            The un-whitened local components, largest local variance first.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=5,
+        ...                            random_state=0).fit(X)
+        >>> model.transform(X).shape
+        (200, 2)
+
+        The linear flow's components are PCA's:
+
+        >>> from sklearn.decomposition import PCA
+        >>> linear = NormalizingFlowPCA(n_components=2, flow="linear").fit(X)
+        >>> np.allclose(linear.transform(X), PCA(n_components=2).fit_transform(X))
+        True
         """
         Xc = self._validate_centered(X)
         if self.flow_.is_linear:
@@ -717,11 +746,24 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components_)
+        X : array-like of shape (n_samples, `n_components_`)
+            Components, as returned by :meth:`transform`.
 
         Returns
         -------
         X_original : ndarray of shape (n_samples, n_features)
+            Points in data space.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(n_layers=2, max_iter=5, random_state=0).fit(X)
+        >>> X_back = model.inverse_transform(model.transform(X[:5]))
+        >>> np.allclose(X_back, X[:5], atol=1e-6)  # all components kept: X comes back
+        True
         """
         check_is_fitted(self)
         X = self._check_components(X)
@@ -772,6 +814,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Returns
         -------
         variances : ndarray of shape (n_samples, n_features)
+            Each row sorted in decreasing order.
+
+        Examples
+        --------
+        A plane in 3-D: the direction across it has variance ``alpha``, the floor.
+
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_embedded_plane
+        >>> X, _ = make_embedded_plane(200, random_state=0)
+        >>> model = NormalizingFlowPCA(flow="linear", alpha=1e-4).fit(X)
+        >>> model.local_variances(X[:2]).round(4)
+        array([[5.2161e+00, 1.8622e+00, 1.0000e-04],
+               [5.2161e+00, 1.8622e+00, 1.0000e-04]])
         """
         Xc = self._validate_centered(X)
         return self._map_chunks(Xc, lambda x: _jacobian.local_svd(self.flow_, x)[1] ** -2,
@@ -786,9 +841,23 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        directions : ndarray of shape (n_samples, n_features, n_components_)
+        directions : ndarray of shape (n_samples, n_features, `n_components_`)
             Unit columns ``v_i(x)`` ordered like :meth:`transform`'s components and with
             the same signs. For the linear flow, ``components_.T`` at every point.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=5,
+        ...                            random_state=0).fit(X)
+        >>> directions = model.local_directions(X[:4])
+        >>> directions.shape
+        (4, 3, 2)
+        >>> np.allclose(np.linalg.norm(directions, axis=1), 1.0)
+        True
         """
         Xc = self._validate_centered(X)
         return self._map_chunks(Xc, lambda x: self._oriented_components(x)[1].transpose(1, 2),
@@ -806,6 +875,17 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         covariance : ndarray of shape (n_samples, n_features, n_features)
             For the linear flow, PCA's covariance (times ``(n - 1) / n``) plus
             ``alpha I`` at every point.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(flow="linear", alpha=1e-3).fit(X)
+        >>> covariance = model.local_covariance(X[:1])[0]
+        >>> np.allclose(covariance, np.cov(X.T, bias=True) + 1e-3 * np.eye(3))
+        True
         """
         Xc = self._validate_centered(X)
 
@@ -835,6 +915,22 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Returns
         -------
         log_likelihood : ndarray of shape (n_samples,)
+            ``log p(x)`` of each sample.
+
+        Examples
+        --------
+        The linear flow's density is the Gaussian with covariance ``Sigma + alpha I``:
+
+        >>> import numpy as np
+        >>> from scipy.stats import multivariate_normal
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(flow="linear", alpha=1e-3).fit(X)
+        >>> gaussian = multivariate_normal(X.mean(axis=0),
+        ...                                np.cov(X.T, bias=True) + 1e-3 * np.eye(3))
+        >>> np.allclose(model.score_samples(X[:5]), gaussian.logpdf(X[:5]))
+        True
         """
         return self._score_samples_centered(self._validate_centered(X))
 
@@ -854,6 +950,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Returns
         -------
         score : float
+            Mean of :meth:`score_samples` over ``X``, in nats.
+
+        Examples
+        --------
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(flow="linear").fit(X)
+        >>> round(model.score(X), 2)
+        -3.85
         """
         return float(np.mean(self.score_samples(X)))
 
@@ -870,6 +976,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Returns
         -------
         X : ndarray of shape (n_samples, n_features)
+            The samples, in data space.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(n_layers=2, max_iter=5, random_state=0).fit(X)
+        >>> model.sample(4).shape
+        (4, 3)
+        >>> np.array_equal(model.sample(4, random_state=1), model.sample(4, random_state=1))
+        True
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
@@ -917,6 +1036,15 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Returns
         -------
         feature_names_out : ndarray of str objects
+            One name per component.
+
+        Examples
+        --------
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> NormalizingFlowPCA(n_components=2, flow="linear").fit(X).get_feature_names_out()
+        array(['flowpca0', 'flowpca1'], dtype=object)
         """
         check_is_fitted(self)
         _check_feature_names_in(self, input_features)

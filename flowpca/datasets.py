@@ -16,13 +16,25 @@ def make_sine_wave(n_samples=10_000, random_state=None):
     Parameters
     ----------
     n_samples : int, default=10000
-    random_state : int, RandomState instance or None
+        Number of observations.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draws.
 
     Returns
     -------
     X : ndarray of shape (n_samples, 3)
+        Observations.
     latent : ndarray of shape (n_samples, 2)
         ``e1`` (along the wave) and ``e2`` (across it).
+
+    Examples
+    --------
+    >>> from flowpca.datasets import make_sine_wave
+    >>> X, latent = make_sine_wave(5, random_state=0)
+    >>> X.shape, latent.shape
+    ((5, 3), (5, 2))
+    >>> bool((X[:, 0] == 2 * latent[:, 0]).all())
+    True
     """
     rng = check_random_state(random_state)
     eps = rng.normal(size=(n_samples, 2))
@@ -37,11 +49,29 @@ def make_s_curve_gaussian(n_samples=10_000, random_state=None):
     ``X = [sin t, 2 eta1, sign(t) (cos t - 1)]``. (scikit-learn's
     :func:`~sklearn.datasets.make_s_curve` is the same surface with ``t`` uniform.)
 
+    Parameters
+    ----------
+    n_samples : int, default=10000
+        Number of observations.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draws.
+
     Returns
     -------
     X : ndarray of shape (n_samples, 3)
+        Observations.
     latent : ndarray of shape (n_samples, 2)
         ``t`` (along the curve) and the height ``eta1``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowpca.datasets import make_s_curve_gaussian
+    >>> X, latent = make_s_curve_gaussian(5, random_state=0)
+    >>> X.shape, latent.shape
+    ((5, 3), (5, 2))
+    >>> np.allclose(X[:, 0], np.sin(latent[:, 0]))
+    True
     """
     rng = check_random_state(random_state)
     t = 3 * np.pi * rng.normal(scale=0.15, size=n_samples)
@@ -55,11 +85,26 @@ def make_banana(n_samples=10_000, random_state=None):
 
     Its exact flow to ``N(0, I)`` is :func:`banana_flow` (determinant 1).
 
+    Parameters
+    ----------
+    n_samples : int, default=10000
+        Number of observations.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draws.
+
     Returns
     -------
     X : ndarray of shape (n_samples, 2)
+        Observations.
     latent : ndarray of shape (n_samples, 2)
         ``e1`` and ``e2``.
+
+    Examples
+    --------
+    >>> from flowpca.datasets import make_banana
+    >>> X, latent = make_banana(5, random_state=0)
+    >>> X.shape, latent.shape
+    ((5, 2), (5, 2))
     """
     rng = check_random_state(random_state)
     eps = rng.normal(size=(n_samples, 2))
@@ -78,7 +123,20 @@ def banana_flow(X):
     Returns
     -------
     Y : ndarray of shape (n, 2)
+        ``f(X)``, standard normal for banana data.
     J : ndarray of shape (n, 2, 2)
+        The Jacobians ``J_f(X)``, each of determinant 1.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowpca.datasets import banana_flow, make_banana
+    >>> X, _ = make_banana(2000, random_state=0)
+    >>> Y, J = banana_flow(X)
+    >>> np.allclose(np.linalg.det(J), 1.0)
+    True
+    >>> Y.std(axis=0).round(1)
+    array([1., 1.])
     """
     x1, x2 = X[:, 0], X[:, 1]
     r3 = np.sqrt(3.0)
@@ -95,10 +153,27 @@ def banana_flow(X):
 def make_embedded_plane(n_samples=1_000, random_state=None):
     """Appendix A's linear demo: a 2-D Gaussian embedded in 3-D (singular covariance).
 
+    Parameters
+    ----------
+    n_samples : int, default=1000
+        Number of observations.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draws.
+
     Returns
     -------
     X : ndarray of shape (n_samples, 3)
+        Observations, on a plane through the origin.
     latent : ndarray of shape (n_samples, 2)
+        The standard normal coordinates on the plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowpca.datasets import make_embedded_plane
+    >>> X, latent = make_embedded_plane(100, random_state=0)
+    >>> int(np.linalg.matrix_rank(X))
+    2
     """
     rng = check_random_state(random_state)
     latent = rng.normal(size=(n_samples, 2))
@@ -108,10 +183,27 @@ def make_embedded_plane(n_samples=1_000, random_state=None):
 def make_curve_2d(n_samples=1_000, random_state=None):
     """Appendix A's nonlinear demo: a 1-D curve ``x2 = sin(x1)`` in 2-D, no noise.
 
+    Parameters
+    ----------
+    n_samples : int, default=1000
+        Number of observations.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the draws.
+
     Returns
     -------
     X : ndarray of shape (n_samples, 2)
+        Observations, on the curve.
     latent : ndarray of shape (n_samples, 1)
+        The standard normal position ``x1`` along the curve.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from flowpca.datasets import make_curve_2d
+    >>> X, latent = make_curve_2d(5, random_state=0)
+    >>> np.allclose(X[:, 1], np.sin(latent[:, 0]))
+    True
     """
     rng = check_random_state(random_state)
     t = rng.normal(size=n_samples)

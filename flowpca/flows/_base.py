@@ -33,6 +33,42 @@ class Flow(nn.Module, abc.ABC):
     - ``frobenius_sq(x, ...) -> ||J_f(x)||_F^2`` per row, exact or estimated.
     - ``get_config() -> dict``: constructor arguments, so that ``type(flow)(**config)``
       followed by ``load_state_dict`` rebuilds the flow (used for persistence).
+
+    Examples
+    --------
+    A new family implements ``forward`` and ``inverse``; the Jacobian methods fall back
+    on :mod:`torch.func`. Here an elementwise scaling ``y = exp(s) * x``:
+
+    >>> import numpy as np
+    >>> import torch
+    >>> from flowpca import NormalizingFlowPCA
+    >>> from flowpca.flows import Flow
+    >>> class ScaleFlow(Flow):
+    ...     def __init__(self, n_features):
+    ...         super().__init__(n_features)
+    ...         self.log_scale = torch.nn.Parameter(
+    ...             torch.zeros(n_features, dtype=torch.float64))
+    ...
+    ...     def forward(self, x):
+    ...         log_abs_det = self.log_scale.sum().expand(x.shape[0])
+    ...         return x * self.log_scale.exp(), log_abs_det
+    ...
+    ...     def inverse(self, y):
+    ...         return y * (-self.log_scale).exp()
+    >>> flow = ScaleFlow(2)
+    >>> x = torch.ones(3, 2, dtype=torch.float64)
+    >>> y, log_abs_det = flow(x)
+    >>> flow.jacobian(x).shape
+    torch.Size([3, 2, 2])
+    >>> torch.allclose(flow.inverse(y), x)
+    True
+
+    Any flow instance can be fitted by the estimator (it is copied, not modified):
+
+    >>> X = np.random.RandomState(0).normal(size=(100, 2)) * [2.0, 0.5]
+    >>> model = NormalizingFlowPCA(flow=ScaleFlow(2), max_iter=5, random_state=0).fit(X)
+    >>> model.transform(X).shape
+    (100, 2)
     """
 
     #: Whether the Jacobian is the same at every point (the linear flow).

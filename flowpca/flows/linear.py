@@ -20,6 +20,15 @@ class LinearFlow(Flow):
         Dimension ``D``.
     weight : torch.Tensor of shape (D, D), optional
         Initial ``W``; the identity by default.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import LinearFlow
+    >>> flow = LinearFlow(2, torch.tensor([[2.0, 0.0], [0.0, 0.5]], dtype=torch.float64))
+    >>> y, log_abs_det = flow(torch.ones(1, 2, dtype=torch.float64))
+    >>> y.tolist(), log_abs_det.tolist()  # y = W x and log|det W| = log(2 * 0.5)
+    ([[2.0, 0.5]], [0.0])
     """
 
     is_linear = True

@@ -195,6 +195,22 @@ class MLPFlow(Flow):
     References
     ----------
     R. Feinman and N. Parthasarathy, "A Linear Systems Theory of Normalizing Flows", 2020.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import MLPFlow
+    >>> X = torch.randn(100, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([100, 3]), torch.Size([100]))
+    >>> torch.allclose(flow.inverse(y), X)
+    True
+    >>> jacobian = flow.jacobian(X[:2])
+    >>> torch.allclose(torch.linalg.slogdet(jacobian).logabsdet, log_abs_det[:2])
+    True
     """
 
     def __init__(self, n_features, n_layers=8, activation="asinh"):
