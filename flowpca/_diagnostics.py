@@ -83,3 +83,46 @@ class GaussianBaseline:
 def gaussian_baseline(X_train, alpha, n_components=None):
     """:class:`GaussianBaseline` of ``X_train`` (see there)."""
     return GaussianBaseline(X_train, alpha, n_components)
+
+
+#: Default of ``intrinsic_dimension_threshold``: a component belongs to the data's
+#: manifold when its typical local variance exceeds the floor ``alpha`` this many times.
+INTRINSIC_DIMENSION_THRESHOLD = 100.0
+
+# With alpha=0 there is no floor: variances below this fraction of the largest count as
+# zero (the rank tolerance of the estimator's singularity checks).
+_RELATIVE_FLOOR = 1e-12
+
+
+def intrinsic_dimension(typical_variances, alpha, threshold=INTRINSIC_DIMENSION_THRESHOLD):
+    """Number of components whose typical local variance stands clearly above the floor.
+
+    Directions the data do not occupy get local variance about ``alpha`` (the floor of
+    the Tikhonov penalty); the manifold's own directions get the data's variance along
+    them. A component counts when ``typical_variance > threshold * alpha``.
+
+    Parameters
+    ----------
+    typical_variances : ndarray of shape (n_features,)
+        Per component (largest first), the geometric mean over the training points of the
+        local variance (for a linear flow, its variance). The geometric mean rather than
+        the arithmetic one because local variances are heavy-tailed: a few points far out
+        where the flow is loose dominate the arithmetic mean. Measured on the paper's sine
+        wave (1000 points, 8 layers, 400 epochs, alpha=5e-5) the third (off-manifold)
+        component's arithmetic mean was 37 alpha, its geometric mean 13 alpha, while the
+        two on-manifold components stood at 2e5 and 5e3 alpha.
+    alpha : float
+        The floor. With ``alpha = 0``, ``1e-12`` times the largest variance is used.
+    threshold : float, default=100
+        How many times the floor a component's variance must exceed.
+
+    Returns
+    -------
+    n : int
+        Between 0 (everything at the floor) and ``n_features``.
+    """
+    typical_variances = np.asarray(typical_variances, dtype=np.float64)
+    if typical_variances.size == 0:
+        return 0
+    floor = alpha if alpha > 0 else _RELATIVE_FLOOR * float(np.max(typical_variances))
+    return int(np.sum(typical_variances > threshold * floor))

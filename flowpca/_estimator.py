@@ -16,7 +16,7 @@ from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
 from . import _device, _inverse, _jacobian, _orientation, _persistence
-from ._diagnostics import gaussian_baseline
+from ._diagnostics import gaussian_baseline, intrinsic_dimension
 from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
@@ -137,11 +137,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     Parameters
     ----------
-    n_components : int, float or None, default=None
+    n_components : int, float, 'auto' or None, default=None
         Number of components returned by :meth:`transform`. An int in
         ``[1, n_features]``; a float in ``(0, 1)`` selects the smallest number of
         components whose explained-variance ratio reaches it (as in
-        :class:`~sklearn.decomposition.PCA`); None keeps all ``n_features``. The density
+        :class:`~sklearn.decomposition.PCA`); 'auto' keeps ``intrinsic_dimension_`` of
+        them (at least 1); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
     flow : {'mlp', 'linear'} or Flow, default='mlp'
         The flow family: 'mlp' is the paper's invertible MLP (``n_layers`` blocks of a full
@@ -164,6 +165,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         listing the accepted ones. 'mlp' accepts ``noise_scale`` (0.01) and
         ``hidden_scale`` (0.5) of its initialization (see
         :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
+        bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
+        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
         fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none.
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
@@ -218,6 +221,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :meth:`sample`. An int makes every result reproducible bit for bit on CPU.
     verbose : int, default=0
         Print the loss at every epoch when positive.
+    intrinsic_dimension_threshold : float, default=100.0
+        A component belongs to the data's manifold (counts in ``intrinsic_dimension_``,
+        kept by ``n_components='auto'``) when its typical local variance exceeds this
+        many times the floor ``alpha``. Directions the data do not occupy sit near
+        ``alpha`` (measured 1 to 35 ``alpha`` on the paper's data sets), those it occupies
+        at the data's variance along them. With ``alpha=0`` the floor is ``1e-12`` times
+        the largest variance.
 
     Attributes
     ----------
@@ -225,6 +235,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Per-feature mean of the training data.
     n_components_ : int
         Number of components kept.
+    intrinsic_dimension_ : int
+        Number of components whose typical local variance (geometric mean over the
+        training data; the variance itself for the linear flow) exceeds
+        ``intrinsic_dimension_threshold`` times the floor ``alpha``: the dimension of the
+        data's manifold as the flow sees it (see
+        :func:`flowpca._diagnostics.intrinsic_dimension`). Set whatever ``n_components``
+        is; 0 when every direction is at the floor.
     components_ : ndarray of shape (`n_components_`, n_features)
         Principal axes (linear flow only; local directions vary with ``x`` otherwise).
     explained_variance_ : ndarray of shape (`n_components_`,)
@@ -283,7 +300,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"),
-                         Interval(RealNotInt, 0, 1, closed="neither"), None],
+                         Interval(RealNotInt, 0, 1, closed="neither"),
+                         StrOptions({"auto"}), None],
         "flow": [StrOptions(set(family_names())), Flow],
         "flow_params": [dict, None],
         "n_layers": [Interval(Integral, 0, None, closed="left")],
@@ -306,6 +324,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "dtype": [StrOptions({"auto", "float64", "float32"})],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "intrinsic_dimension_threshold": [Interval(Real, 1, None, closed="neither")],
     }
 
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
@@ -314,7 +333,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                  max_iter=400, batch_size=200, learning_rate_init=1e-2,
                  learning_rate="adaptive", tol=1e-4, n_iter_no_change=20,
                  early_stopping=False, validation_fraction=0.1, device="auto",
-                 dtype="auto", random_state=None, verbose=0):
+                 dtype="auto", random_state=None, verbose=0,
+                 intrinsic_dimension_threshold=100.0):
         self.n_components = n_components
         self.flow = flow
         self.alpha = alpha
@@ -338,6 +358,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.intrinsic_dimension_threshold = intrinsic_dimension_threshold
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -411,11 +432,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         x_train, x_val = fitted.pop("_split", (Xc, None))
         self._check_finite_scores(flow, Xc)
         if not flow.is_linear:
-            variances = self._mean_local_variances(flow, Xc)
+            variances, typical = self._mean_local_variances(flow, Xc)
         elif solver != "exact":  # the closed form's are exact, even for ill-conditioned W
             variances, directions = self._linear_decomposition(flow)
+        if flow.is_linear:
+            typical = variances  # the same at every point
+        fitted["intrinsic_dimension_"] = intrinsic_dimension(
+            typical, self.alpha, self.intrinsic_dimension_threshold)
         ratio = variances / variances.sum()
-        n_components = self._resolve_n_components(ratio, n_features)
+        n_components = self._resolve_n_components(ratio, n_features,
+                                                  fitted["intrinsic_dimension_"])
         fitted.update(
             mean_=mean, flow_=flow.requires_grad_(False).eval(), n_components_=n_components,
             explained_variance_=variances[:n_components],
@@ -611,16 +637,20 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         return 1.0 / s[order] ** 2, _flip_rows(Vt[order])
 
     def _mean_local_variances(self, flow, Xc):
-        total = np.zeros(Xc.shape[1])
+        """Arithmetic and geometric means over ``Xc`` of the local variances."""
+        total, log_total = np.zeros(Xc.shape[1]), np.zeros(Xc.shape[1])
         for x in self._iter_tensor_chunks(Xc, flow):
             with torch.no_grad():
                 s = _jacobian.local_svd(flow, x)[1]
             total += _device.to_numpy(s.pow(-2)).sum(axis=0)
-        return total / Xc.shape[0]
+            log_total += _device.to_numpy(-2 * s.log()).sum(axis=0)
+        return total / Xc.shape[0], np.exp(log_total / Xc.shape[0])
 
-    def _resolve_n_components(self, ratio, n_features):
+    def _resolve_n_components(self, ratio, n_features, intrinsic_dimension):
         if self.n_components is None:
             return n_features
+        if isinstance(self.n_components, str):  # 'auto'
+            return max(1, intrinsic_dimension)
         if isinstance(self.n_components, Integral):
             return int(self.n_components)
         return _n_components_from_ratio(ratio, self.n_components)

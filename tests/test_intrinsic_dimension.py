@@ -1,0 +1,107 @@
+"""n_components='auto' and intrinsic_dimension_: components clearly above the alpha floor."""
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.decomposition import PCA
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from flowpca import NormalizingFlowPCA
+from flowpca._diagnostics import intrinsic_dimension
+from flowpca.datasets import make_embedded_plane, make_s_curve_gaussian, make_sine_wave
+
+from .conftest import anisotropic_gaussian
+
+
+@parametrize_with_checks([
+    NormalizingFlowPCA(n_components="auto", flow="linear"),
+    NormalizingFlowPCA(n_components="auto", n_layers=1, max_iter=5,
+                       intrinsic_dimension_threshold=10.0,
+                       flow_params={"lipschitz": 3.0}),
+])
+def test_sklearn_compatible_with_auto_and_bounded_layers(estimator, check):
+    check(estimator)
+
+
+def test_rule_counts_variances_above_threshold_times_floor():
+    variances = np.array([5.0, 0.2, 1.1e-3, 0.9e-3, 1e-5])
+    assert intrinsic_dimension(variances, 1e-5, threshold=100) == 3
+    assert intrinsic_dimension(variances, 1e-5, threshold=1e4) == 2
+    assert intrinsic_dimension(variances, 1.0, threshold=2) == 1
+    assert intrinsic_dimension(np.full(3, 1e-5), 1e-5) == 0
+    # No floor: relative to the largest variance.
+    assert intrinsic_dimension(np.array([1.0, 1e-3, 1e-15]), 0.0) == 2
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_features=st.integers(1, 6), log_alpha=st.floats(-6, 0),
+       threshold=st.floats(1.5, 1e3), seed=st.integers(0, 2**16))
+def test_linear_flow_counts_pca_variances_above_the_floor(n_features, log_alpha, threshold,
+                                                         seed):
+    X = anisotropic_gaussian(50, n_features, seed=seed,
+                             scale=np.logspace(0, -4, n_features))
+    alpha = 10.0**log_alpha
+    model = NormalizingFlowPCA(n_components="auto", flow="linear", alpha=alpha,
+                               intrinsic_dimension_threshold=threshold).fit(X)
+    pca_variances = PCA().fit(X).explained_variance_ * 49 / 50
+    expected = int(np.sum(pca_variances + alpha > threshold * alpha))
+    assert model.intrinsic_dimension_ == expected
+    assert model.n_components_ == max(1, expected)
+    assert model.transform(X).shape == (50, max(1, expected))
+
+
+def test_every_fitted_model_has_the_attribute():
+    X, _ = make_embedded_plane(100, random_state=0)
+    for n_components in (None, 1, 0.5):
+        model = NormalizingFlowPCA(n_components, flow="linear", alpha=1e-4).fit(X)
+        assert model.intrinsic_dimension_ == 2
+
+
+def test_plane_in_3d():
+    X, _ = make_embedded_plane(300, random_state=0)
+    linear = NormalizingFlowPCA("auto", flow="linear", alpha=1e-4).fit(X)
+    assert linear.intrinsic_dimension_ == linear.n_components_ == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        mlp = NormalizingFlowPCA("auto", n_layers=2, max_iter=20, random_state=0).fit(X)
+    assert mlp.intrinsic_dimension_ == mlp.n_components_ == 2
+
+
+def test_linear_subspace_with_noise_below_the_floor():
+    rng = np.random.RandomState(0)
+    basis, _ = np.linalg.qr(rng.normal(size=(20, 5)))
+    X = rng.normal(size=(400, 5)) @ basis.T + 3e-3 * rng.normal(size=(400, 20))
+    model = NormalizingFlowPCA("auto", flow="linear", alpha=1e-4).fit(X)  # noise 9e-6
+    assert model.intrinsic_dimension_ == model.n_components_ == 5
+    assert model.transform(X).shape == (400, 5)
+
+
+def _curve_with_tiny_noise(n_samples, random_state):
+    rng = np.random.RandomState(random_state)
+    t = rng.normal(size=n_samples)
+    return np.column_stack([t, np.sin(t)]) + 1e-3 * rng.normal(size=(n_samples, 2))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make, expected", [
+    (_curve_with_tiny_noise, 1),
+    (lambda n, random_state: make_sine_wave(n, random_state=random_state)[0], 2),
+    (lambda n, random_state: make_s_curve_gaussian(n, random_state=random_state)[0], 2),
+], ids=["sin-curve-2d", "sine-wave-3d", "s-curve-3d"])
+def test_mlp_finds_the_manifold_dimension(make, expected):
+    X = make(500, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = NormalizingFlowPCA("auto", max_iter=300, random_state=0).fit(X)
+    assert model.intrinsic_dimension_ == model.n_components_ == expected
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5, -3.0, "10"])
+def test_invalid_threshold_raises(threshold):
+    X, _ = make_embedded_plane(50, random_state=0)
+    with pytest.raises(ValueError, match="intrinsic_dimension_threshold"):
+        NormalizingFlowPCA(flow="linear", intrinsic_dimension_threshold=threshold).fit(X)
