@@ -5,9 +5,10 @@ Using a GPU
 
 ``device='auto'`` (the default) trains and evaluates the flow on a CUDA GPU when PyTorch
 sees one, and on the CPU otherwise; ``dtype='auto'`` is float32 on GPUs and float64 on
-the CPU. Nothing else changes. **This page was built on a machine without a GPU, so the
-output below shows the CPU.** The same script on a GPU machine (with a CUDA build of
-PyTorch) reports ``cuda`` and ``torch.float32``.
+the CPU. Nothing else changes. **The output below comes from the machine that built
+these docs; this project's documentation builds run on CPU-only machines, where the
+script runs on the CPU** (``CUDA available: False``). The same script on a GPU machine,
+with a CUDA build of PyTorch, reports ``cuda`` and ``torch.float32``.
 """
 
 # %%
