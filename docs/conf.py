@@ -4,7 +4,6 @@ Build with ``python -m sphinx -W --keep-going -b html docs docs/_build/html``. N
 is needed: intersphinx is not used, so references to other projects stay plain text.
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -14,12 +13,11 @@ sys.path.insert(0, str(ROOT))
 
 import flowpca  # noqa: E402
 
-# The gallery trains small flows in this process: one thread keeps the build fast and its
-# timings steady on shared CI machines (the examples themselves leave threads alone).
-os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from sphinx.ext import autosummary  # noqa: E402
 
+# The gallery trains small flows in this process: one thread keeps the build fast and its
+# timings steady on shared CI machines (the examples themselves leave threads alone).
 torch.set_num_threads(1)
 
 project = "flowpca"

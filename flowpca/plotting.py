@@ -110,8 +110,6 @@ def plot_components(model, X, ax=None, *, color_by=(0, 1), n_arrows=40, arrow_le
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from flowpca import NormalizingFlowPCA
     >>> from flowpca.datasets import make_banana
     >>> from flowpca.plotting import plot_components
@@ -222,8 +220,6 @@ def plot_local_variances(model, X, ax=None, *, quantiles=(0.1, 0.9)):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from flowpca import NormalizingFlowPCA
     >>> from flowpca.datasets import make_embedded_plane
     >>> from flowpca.plotting import plot_local_variances
@@ -296,8 +292,6 @@ def plot_loss_curve(model, ax=None):
 
     Examples
     --------
-    >>> import matplotlib
-    >>> matplotlib.use("Agg")
     >>> from flowpca import NormalizingFlowPCA
     >>> from flowpca.datasets import make_banana
     >>> from flowpca.plotting import plot_loss_curve
