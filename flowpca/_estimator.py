@@ -694,6 +694,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Data to project, with the features seen in :meth:`fit`.
 
         Returns
         -------
@@ -840,6 +841,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Points at which to evaluate the local variances.
 
         Returns
         -------
@@ -868,6 +870,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Points at which to evaluate the local directions.
 
         Returns
         -------
@@ -899,6 +902,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Points at which to evaluate the local covariance.
 
         Returns
         -------
@@ -941,6 +945,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples, with the features seen in :meth:`fit`.
 
         Returns
         -------
@@ -974,6 +979,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Samples, e.g. held-out data.
         y : None
             Ignored.
 
