@@ -349,3 +349,21 @@ def test_unsupported_output_type_fails_before_loading(work, capsys):
                            work["dir"] / "data.csv", "--out", "y.txt"]) == (
         "flowpca transform: error: y.txt: unsupported output type '.txt'; use .csv, .npy "
         "or .npz.")
+
+
+def test_progress_without_tqdm_says_how_to_get_it(work, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # makes ``import tqdm`` fail
+    assert main(["fit", str(work["dir"] / "data.csv"), "--flow", "linear", "--progress",
+                 "--out", str(tmp_path / "m.joblib")]) == 0
+    assert capsys.readouterr().err == (
+        'flowpca: warning: no progress bar without tqdm: pip install "flowpca[progress]"\n')
+    assert isinstance(joblib.load(tmp_path / "m.joblib"), NormalizingFlowPCA)
+
+
+def test_skops_output_without_skops_fails_before_fitting(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "skops", None)
+    monkeypatch.setitem(sys.modules, "skops.io", None)
+    # Checked before the data are even read (the data file here does not exist).
+    assert _error(capsys, ["fit", tmp_path / "absent.csv", "--out", tmp_path / "m.skops"]) == (
+        'flowpca fit: error: .skops model files need skops: pip install "flowpca[persist]" '
+        "(or save to a .joblib file).")

@@ -8,7 +8,8 @@ import numpy as np
 
 from .._estimator import NormalizingFlowPCA
 from .demo import run_demo
-from .io import DATA_SUFFIXES, check_output, load_model, read_array, save_model, write_array
+from .io import (DATA_SUFFIXES, check_model_output, check_output, load_model, read_array,
+                 save_model, write_array)
 
 # Command-line options passed to the estimator when given (the estimator's defaults
 # apply otherwise, and it validates the values).
@@ -25,7 +26,7 @@ def demo(args):
 
 def fit(args):
     """``flowpca fit``: fit a model on a data file and save it."""
-    check_output(args.out, None)
+    check_model_output(args.out)
     X = read_array(args.data, args.key)
     params = {name: getattr(args, name) for name in FIT_PARAMETERS
               if getattr(args, name) is not None}
@@ -36,8 +37,8 @@ def fit(args):
     save_model(model, args.out)
     epochs = f", {model.n_iter_} epochs" if hasattr(model, "loss_curve_") else ""
     variances = " ".join(f"{v:.4g}" for v in model.explained_variance_)
-    print(f"Fitted {model!r} on {X.shape[0]} samples x {X.shape[1]} features in "
-          f"{seconds:.1f} s{epochs}.")
+    print(f"Fitted {' '.join(repr(model).split())} on {X.shape[0]} samples x "
+          f"{X.shape[1]} features in {seconds:.1f} s{epochs}.")
     print(f"{model.n_components_} components, variances: {variances}")
     print(f"Saved the model to {args.out}")
     return 0

@@ -7,6 +7,7 @@ names the file and, for data, the column and line (CSV) or index (NPY, NPZ) at f
 
 import csv
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +121,6 @@ def _read_npy(path):
 
 
 def _read_npz(path, key):
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.files)
@@ -213,6 +212,19 @@ def write_array(path, array, columns):
 
 
 # ---------------------------------------------------------------------------- models
+def check_model_output(path):
+    """Fail early on a model path that :func:`save_model` cannot write (a missing
+    directory, or ``.skops`` without skops installed).
+
+    Parameters
+    ----------
+    path : str or Path
+    """
+    check_output(path, None)
+    if Path(path).suffix.lower() == ".skops":
+        _skops()
+
+
 def save_model(model, path):
     """Save a fitted estimator: with skops for a ``.skops`` path, else with joblib.
 
