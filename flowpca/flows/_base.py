@@ -33,6 +33,7 @@ class Flow(nn.Module, abc.ABC):
     - ``frobenius_sq(x, ...) -> ||J_f(x)||_F^2`` per row, exact or estimated.
     - ``get_config() -> dict``: constructor arguments, so that ``type(flow)(**config)``
       followed by ``load_state_dict`` rebuilds the flow (used for persistence).
+    - ``finalize_training()``: called once after training (optional; no-op by default).
 
     Examples
     --------
@@ -100,6 +101,13 @@ class Flow(nn.Module, abc.ABC):
     def get_config(self):
         """Constructor arguments of this flow."""
         return {"n_features": self.n_features}
+
+    def finalize_training(self):
+        """Called once after training; no-op by default.
+
+        Families whose training uses approximations that the fitted model must not keep
+        (e.g. power-iteration spectral norms) make them exact here.
+        """
 
     def _map(self, x):
         return self.forward(x)[0]

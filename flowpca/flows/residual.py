@@ -1,0 +1,454 @@
+"""Invertible residual flows (Behrmann et al., 2019; Chen et al., 2019).
+
+``f = B_K o ... o B_1 o A`` with an affine map ``A(x) = W x + b`` (started at the data's
+whitening, the linear flow's optimum) and residual blocks ``B_k(h) = h + g_k(h)`` whose
+``g_k`` are :class:`~flowpca.flows._spectral.LipschitzMLP` with ``Lip(g_k) < 1``: each
+block is invertible (by fixed-point iteration) and its Jacobian ``I + J_g`` is dense, so
+the local components vary genuinely with ``x``.
+"""
+
+import math
+import warnings
+
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from torch import nn
+
+from .. import _linalg
+from . import _spectral
+from ._base import Flow
+
+# Rows per chunk of the exact log-determinant at evaluation: at most this many floats in
+# the per-row Jacobians of one block.
+_EXACT_CHUNK_FLOATS = 2**23
+
+
+def whitening(X, alpha):
+    """``diag((lambda + alpha)^-1/2) V^T`` for ``X^T X / n + alpha I = V diag(lambda +
+    alpha) V^T``: the linear flow's optimum (``X`` centered)."""
+    n_samples, n_features = X.shape
+    X = X.detach()
+    eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
+    variances, vectors = torch.linalg.eigh(X.T @ X / n_samples + alpha * eye)
+    smallest = max(float(alpha), torch.finfo(X.dtype).tiny)
+    # Eigenvalues below alpha are rounding; data on a subspace with alpha=0 keep a
+    # finite (if huge) scale rather than an infinite one.
+    floor = max(smallest, float(variances.max()) * torch.finfo(X.dtype).eps)
+    return (vectors * variances.clamp_min(floor).rsqrt()).T
+
+
+def _warn_not_converged(what, residual, tol, max_iter):
+    failed = ~(residual <= tol)
+    if bool(failed.any()):
+        warnings.warn(
+            f"{what} did not converge for {int(failed.sum())} of {failed.numel()} rows "
+            f"within max_iter={max_iter} iterations (worst relative residual "
+            f"{float(residual.nan_to_num(math.inf).max()):.3g} > tol={tol:g}).",
+            ConvergenceWarning, stacklevel=3)
+
+
+class ResidualFlow(Flow):
+    """Invertible residual flow ``y = B_K(... B_1(W x + b))``, ``B_k(h) = h + g_k(h)``.
+
+    Parameters
+    ----------
+    n_features : int
+        Dimension ``D``.
+    n_blocks : int, default=8
+        Number of residual blocks ``K``.
+    hidden_sizes : tuple of int, default=(32, 32)
+        Hidden widths of each ``g_k``.
+    lipschitz : float, default=0.9
+        Bound ``c`` in ``(0, 1)`` on the spectral norm of every linear layer of the
+        ``g_k``, so ``Lip(g_k) <= c^(len(hidden_sizes) + 1) < 1``.
+    n_power_iterations : int, default=1
+        Power iterations per training step for the spectral-norm estimates.
+    activation : {'lipswish', 'elu'}, default='lipswish'
+        Activation of the ``g_k``.
+    exact_logdet_max_features : int, default=10
+        While training, ``log|det(I + J_g)|`` is exact (``slogdet`` of the formed
+        Jacobian) up to this ``D`` and estimated by the unbiased power series above it.
+    eval_exact_logdet_max_features : int, default=512
+        The same switch in evaluation mode (scores of the fitted model): exact, hence
+        deterministic, up to this ``D``.
+    n_exact_terms : int, default=2
+        Series terms always computed by the estimator.
+    geometric_p : float, default=0.5
+        The number of further terms is geometric with this success probability: the
+        mean number of terms is ``n_exact_terms + (1 - p) / p``.
+    inverse_tol : float, default=1e-10
+        Relative residual at which the fixed-point inversion of a block stops.
+    inverse_max_iter : int, default=500
+        Fixed-point iterations at most per block; a :class:`ConvergenceWarning` reports
+        rows that did not converge.
+    seed : int, default=0
+        Seed of the estimator's probes when no generator is given: training draws from
+        one private generator; each evaluation restarts from ``seed``, so scores are
+        reproducible.
+
+    Attributes
+    ----------
+    weight : torch.nn.Parameter of shape (D, D)
+    bias : torch.nn.Parameter of shape (D,)
+        The affine map ``A``.
+    blocks : torch.nn.ModuleList of LipschitzMLP
+        The ``g_k``.
+
+    Notes
+    -----
+    The power-series estimate of ``log det(I + J_g)`` is unbiased; its variance grows
+    with ``Lip(g)``: term ``k`` is ``O(Lip(g)^k / k)`` and weighted by
+    ``(1 - p)^-(k - n_exact_terms)``, so the variance is finite when
+    ``Lip(g)^2 < 1 - p`` (for larger ``Lip(g)`` it relies on the spectrum of ``J_g``
+    being smaller than the bound, as it typically is). Its gradient is the Neumann
+    series of Chen et al. (2019) (no graph through the terms). With
+    ``D <= eval_exact_logdet_max_features`` (the default covers up to 512 features)
+    scores do not use it.
+
+    Call :meth:`finalize_training` after training: it rescales every layer by its exact
+    spectral norm, so the bound holds exactly (the power-iteration estimate is a lower
+    bound of the norm).
+
+    References
+    ----------
+    J. Behrmann et al., "Invertible Residual Networks", ICML 2019.
+    R. T. Q. Chen et al., "Residual Flows for Invertible Generative Modeling",
+    NeurIPS 2019.
+    """
+
+    def __init__(self, n_features, n_blocks=8, hidden_sizes=(32, 32), lipschitz=0.9,
+                 n_power_iterations=1, activation="lipswish", exact_logdet_max_features=10,
+                 eval_exact_logdet_max_features=512, n_exact_terms=2, geometric_p=0.5,
+                 inverse_tol=1e-10, inverse_max_iter=500, seed=0):
+        super().__init__(n_features)
+        self.n_blocks = int(n_blocks)
+        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        self.lipschitz = float(lipschitz)
+        self.n_power_iterations = int(n_power_iterations)
+        self.activation = activation
+        self.exact_logdet_max_features = int(exact_logdet_max_features)
+        self.eval_exact_logdet_max_features = int(eval_exact_logdet_max_features)
+        self.n_exact_terms = int(n_exact_terms)
+        self.geometric_p = float(geometric_p)
+        self.inverse_tol = float(inverse_tol)
+        self.inverse_max_iter = int(inverse_max_iter)
+        self.seed = int(seed)
+        self._generator = None
+        self.weight = nn.Parameter(torch.eye(self.n_features, dtype=torch.float64))
+        self.bias = nn.Parameter(torch.zeros(self.n_features, dtype=torch.float64))
+        self.blocks = nn.ModuleList([self._make_g() for _ in range(self.n_blocks)])
+
+    def _make_g(self):
+        return _spectral.LipschitzMLP(self.n_features, self.hidden_sizes, self.lipschitz,
+                                      self.n_power_iterations, self.activation)
+
+    def get_config(self):
+        """Constructor arguments of this flow."""
+        return {"n_features": self.n_features, "n_blocks": self.n_blocks,
+                "hidden_sizes": self.hidden_sizes, "lipschitz": self.lipschitz,
+                "n_power_iterations": self.n_power_iterations,
+                "activation": self.activation,
+                "exact_logdet_max_features": self.exact_logdet_max_features,
+                "eval_exact_logdet_max_features": self.eval_exact_logdet_max_features,
+                "n_exact_terms": self.n_exact_terms, "geometric_p": self.geometric_p,
+                "inverse_tol": self.inverse_tol, "inverse_max_iter": self.inverse_max_iter,
+                "seed": self.seed}
+
+    @classmethod
+    def from_data(cls, X, alpha, generator=None, output_scale=0.1, **kwargs):
+        """A flow that starts at the Gaussian solution of ``X``: ``A`` is the whitening
+        of ``Sigma_hat + alpha I`` and each ``g_k`` is small (its last layer scaled by
+        ``output_scale``).
+
+        Parameters
+        ----------
+        X : torch.Tensor of shape (n, D)
+            Centered data; its dtype and device are the flow's.
+        alpha : float
+            Variance floor of the whitening.
+        generator : torch.Generator, optional
+            Source of the random weights; a generator seeded with 0 if omitted.
+        output_scale : float, default=0.1
+            Scale of the last layer of each ``g_k`` relative to the usual initialization.
+        **kwargs
+            Constructor arguments other than ``n_features``.
+
+        Returns
+        -------
+        flow : ResidualFlow
+        """
+        if generator is None:
+            generator = torch.Generator().manual_seed(0)
+        flow = cls(X.shape[1], **kwargs).to(device=X.device, dtype=X.dtype)
+        with torch.no_grad():
+            flow.weight.copy_(whitening(X, alpha))
+            for g in flow._g_modules():
+                g.reset_parameters(generator, output_scale)
+        return flow
+
+    def _g_modules(self):
+        return list(self.blocks)
+
+    def finalize_training(self):
+        """Rescale every layer by its exact spectral norm (see :meth:`LipschitzMLP.finalize`)."""
+        for g in self._g_modules():
+            g.finalize()
+
+    # ------------------------------------------------------------------ log-det helpers
+    def _exact_log_det(self):
+        limit = (self.exact_logdet_max_features if self.training
+                 else self.eval_exact_logdet_max_features)
+        return self.n_features <= limit
+
+    def _series_generator(self, generator):
+        if generator is not None:
+            return generator
+        if not self.training:  # evaluation: the same probes at every call
+            return torch.Generator(device=self.weight.device).manual_seed(self.seed)
+        if self._generator is None or self._generator.device != self.weight.device:
+            self._generator = torch.Generator(device=self.weight.device).manual_seed(
+                self.seed)
+        return self._generator
+
+    def _block_log_det(self, state, slopes, h, exact, generator):
+        """``log|det(I + J_g(h))|`` and, when exact, the formed ``J_g``."""
+        if exact:
+            jacobian_g = _spectral.jacobian(state, slopes, h.shape[0])
+            return _spectral.exact_log_det(jacobian_g), jacobian_g
+        n_terms = _spectral.roulette_terms(generator, self.n_exact_terms, self.geometric_p,
+                                           generator.device)
+        probes = torch.randn((h.shape[0], 1, h.shape[1]), generator=generator,
+                             dtype=h.dtype, device=generator.device).to(h.device)
+        return _spectral.series_log_det(state, slopes, probes, n_terms, self.n_exact_terms,
+                                        self.geometric_p), None
+
+    def _affine(self, x, tangents, identity):
+        h = torch.addmm(self.bias, x, self.weight.T)
+        if identity:
+            tangents = self.weight.T.expand(x.shape[0], -1, -1)
+        elif tangents is not None:
+            tangents = tangents @ self.weight.T
+        return h, tangents
+
+    def _pass(self, x, tangents=None, identity=False, log_det=True, generator=None):
+        """One pass: ``y``, ``log|det J_f|`` (or None) and the pushed tangent rows."""
+        h, T = self._affine(x, tangents, identity)
+        exact = self._exact_log_det()
+        if log_det and not exact:
+            generator = self._series_generator(generator)
+        log_abs_det = _linalg.slogdet(self.weight)[1].expand(x.shape[0]) if log_det else None
+        for g in self.blocks:
+            state = g.state()
+            out, slopes = _spectral.evaluate(state, h)
+            jacobian_g = None
+            if log_det:
+                block_log_det, jacobian_g = self._block_log_det(state, slopes, h, exact,
+                                                                generator)
+                log_abs_det = log_abs_det + block_log_det
+            if T is not None:
+                T = T + (T @ jacobian_g.transpose(1, 2) if jacobian_g is not None
+                         else _spectral.push(state, slopes, T))
+            h = h + out
+        return h, log_abs_det, T
+
+    def _chunks(self, n_rows):
+        if self.training or not self._exact_log_det():
+            return [slice(0, n_rows)]
+        step = max(1, _EXACT_CHUNK_FLOATS // self.n_features ** 2)
+        return [slice(start, start + step) for start in range(0, max(n_rows, 1), step)]
+
+    # ------------------------------------------------------------------ contract
+    def forward(self, x, generator=None):
+        """Map data to the latent space.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        generator : torch.Generator, optional
+            Source of the estimator's probes (when the log-determinant is estimated).
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, D)
+        log_abs_det : torch.Tensor of shape (n,)
+        """
+        parts = [self._pass(x[rows], generator=generator)[:2]
+                 for rows in self._chunks(x.shape[0])]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def _map(self, x):
+        return self._pass(x, log_det=False)[0]
+
+    def inverse(self, y):
+        """Invert block by block by fixed-point iteration ``h <- y - g(h)``, then ``A``.
+
+        Rows that do not reach ``inverse_tol`` within ``inverse_max_iter`` iterations are
+        reported in a :class:`~sklearn.exceptions.ConvergenceWarning`. No graph is kept.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        x : torch.Tensor of shape (n, D)
+        """
+        with torch.no_grad():
+            h = y.detach()
+            worst = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
+            for g in reversed(self.blocks):
+                h, residual = _spectral.solve_block(g.state(), h, self.inverse_tol,
+                                                    self.inverse_max_iter, "fixed_point")
+                worst = torch.maximum(worst, residual)
+            _warn_not_converged("ResidualFlow.inverse", worst, self.inverse_tol,
+                                self.inverse_max_iter)
+            return _linalg.solve(self.weight, (h - self.bias).T).T
+
+    def jvp(self, x, v):
+        """``(f(x), J_f(x) v)`` from one pass with the tangent pushed alongside.
+
+        Parameters
+        ----------
+        x, v : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        y, jv : torch.Tensor of shape (n, D)
+        """
+        y, _, T = self._pass(x, tangents=v.unsqueeze(1), log_det=False)
+        return y, T.squeeze(1)
+
+    def jacobian(self, x):
+        """Per-row Jacobians ``(n, D, D)``, by pushing the identity through the blocks."""
+        return self._pass(x, identity=True, log_det=False)[2].transpose(1, 2)
+
+    def inverse_jacobian_operators(self, x):
+        """Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` from one LU factorization of
+        each row's Jacobian (see :meth:`Flow.inverse_jacobian_operators`)."""
+        jacobian = self.jacobian(x)
+        LU, pivots = _linalg.lu_factor(jacobian)
+        LU_T, pivots_T = _linalg.lu_factor(jacobian.transpose(1, 2))
+
+        def apply_inverse(V):
+            return _linalg.lu_solve(LU, pivots, V.transpose(1, 2)).transpose(1, 2)
+
+        def apply_inverse_transpose(V):
+            return _linalg.lu_solve(LU_T, pivots_T, V.transpose(1, 2)).transpose(1, 2)
+
+        return apply_inverse, apply_inverse_transpose
+
+    def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
+        """Squared Frobenius norm ``||J_f(x)||_F^2`` per row (see :meth:`Flow.frobenius_sq`)."""
+        return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
+
+    def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
+        """``forward(x)`` and ``frobenius_sq(x)`` from one pass (probes pushed along)."""
+        return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
+
+    def _frobenius_pass(self, x, method, n_probes, generator, log_det):
+        if method not in ("exact", "hutchinson"):
+            raise ValueError(f"method must be one of ('exact', 'hutchinson'), got "
+                             f"{method!r}.")
+        if method == "exact":
+            y, log_abs_det, T = self._pass(x, identity=True, log_det=log_det,
+                                           generator=generator)
+            return y, log_abs_det, T.pow(2).sum(dim=(1, 2))
+        if generator is None:
+            raise ValueError("method='hutchinson' needs a torch.Generator: flowpca never "
+                             "draws from torch's global random number generator.")
+        probes = torch.randn((x.shape[0], int(n_probes), x.shape[1]), generator=generator,
+                             dtype=x.dtype, device=generator.device).to(x.device)
+        y, log_abs_det, T = self._pass(x, tangents=probes, log_det=log_det,
+                                       generator=generator)
+        return y, log_abs_det, T.pow(2).sum(dim=2).mean(dim=1)
+
+
+def _positive_int(name, value, minimum=1):
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"flow_params[{name!r}] must be an int >= {minimum}, got {value!r}.")
+    return int(value)
+
+
+def _probability(name, value, closed_right=False):
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value and (
+        value <= 1 if closed_right else value < 1)
+    if not ok:
+        interval = "(0, 1]" if closed_right else "(0, 1)"
+        raise ValueError(f"flow_params[{name!r}] must be a float in {interval}, got "
+                         f"{value!r}.")
+    return float(value)
+
+
+def residual_params(family, settings, extra_defaults=None):
+    """``flow_params`` of the residual-type families, merged into the defaults and
+    validated (``ValueError`` naming the key)."""
+    defaults = {"hidden_sizes": (32, 32), "lipschitz": 0.9, "n_power_iterations": 1,
+                "activation": "lipswish", "exact_logdet_max_features": 10,
+                "eval_exact_logdet_max_features": 512, "n_exact_terms": 2,
+                "geometric_p": 0.5, "inverse_tol": 1e-10, "inverse_max_iter": 500,
+                "output_scale": 0.1, **(extra_defaults or {})}
+    params = settings.params(family, defaults)
+    hidden = params["hidden_sizes"]
+    if isinstance(hidden, int) and not isinstance(hidden, bool):
+        hidden = (hidden,)
+    if not (isinstance(hidden, (tuple, list)) and all(
+            isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
+        raise ValueError(f"flow_params['hidden_sizes'] must be a tuple of positive ints, "
+                         f"got {params['hidden_sizes']!r}.")
+    params["hidden_sizes"] = tuple(hidden)
+    params["lipschitz"] = _probability("lipschitz", params["lipschitz"])
+    params["geometric_p"] = _probability("geometric_p", params["geometric_p"],
+                                         closed_right=True)
+    for name in ("n_power_iterations", "exact_logdet_max_features",
+                 "eval_exact_logdet_max_features", "n_exact_terms"):
+        params[name] = _positive_int(name, params[name], minimum=0)
+    params["inverse_max_iter"] = _positive_int("inverse_max_iter", params["inverse_max_iter"])
+    if params["activation"] not in _spectral.ACTIVATIONS:
+        raise ValueError(f"flow_params['activation'] must be one of "
+                         f"{_spectral.ACTIVATIONS}, got {params['activation']!r}.")
+    for name in ("inverse_tol", "output_scale"):
+        value = params[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"flow_params[{name!r}] must be a positive float, got "
+                             f"{value!r}.")
+        params[name] = float(value)
+    return params
+
+
+def draw_seed(generator):
+    """A seed for a flow's private generator, drawn from the estimator's generator."""
+    return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
+
+
+def build_residual(X, settings):
+    """``flow='residual'``: :meth:`ResidualFlow.from_data` with ``n_layers`` blocks.
+
+    ``flow_params`` (all optional):
+
+    - ``hidden_sizes`` (tuple of int, default (32, 32)): hidden widths of each ``g``;
+    - ``lipschitz`` (float in (0, 1), default 0.9): spectral-norm bound of each layer;
+    - ``n_power_iterations`` (int, default 1): power iterations per training step;
+    - ``activation`` ('lipswish' or 'elu', default 'lipswish');
+    - ``exact_logdet_max_features`` (int, default 10): exact log-det while training up
+      to this many features, power-series estimator above;
+    - ``eval_exact_logdet_max_features`` (int, default 512): the same for scoring;
+    - ``n_exact_terms`` (int, default 2) and ``geometric_p`` (float in (0, 1], default
+      0.5): the estimator's number of terms, ``n_exact_terms + Geometric(p)``;
+    - ``inverse_tol`` (float, default 1e-10) and ``inverse_max_iter`` (int, default
+      500): fixed-point inversion of the blocks;
+    - ``output_scale`` (float, default 0.1): initial scale of each ``g``'s last layer.
+    """
+    return build_residual_like(ResidualFlow, "residual", X, settings)
+
+
+def build_residual_like(cls, family, X, settings):
+    """``cls.from_data`` with ``settings.n_layers`` blocks and the validated
+    ``flow_params`` of ``family`` (see :func:`residual_params`)."""
+    params = residual_params(family, settings)
+    output_scale = params.pop("output_scale")
+    seed = draw_seed(settings.generator)
+    return cls.from_data(X, settings.alpha, generator=settings.generator,
+                         output_scale=output_scale, n_blocks=settings.n_layers, seed=seed,
+                         **params)
