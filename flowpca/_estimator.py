@@ -593,6 +593,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         x_train_t = _device.to_tensor(x_train, device, dtype)
         x_val_t = None if x_val is None else _device.to_tensor(x_val, device, dtype)
         result = train_flow(flow, x_train_t, options, generator, x_val_t)
+        flow.finalize_training()
         if self.alpha == 0:
             self._warn_if_unbounded(flow, Xc, result.converged)
         return flow, {

@@ -2,7 +2,10 @@
 
 from ._base import Flow
 from ._bilipschitz import BiLipschitzMLPFlow
+from .implicit import ImplicitFlow
 from .linear import LinearFlow
 from .mlp import MLPFlow
+from .residual import ResidualFlow
 
-__all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow"]
+__all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "ResidualFlow",
+           "ImplicitFlow"]
