@@ -2,10 +2,11 @@
 
 from ._base import Flow
 from ._bilipschitz import BiLipschitzMLPFlow
+from .coupling import RealNVPFlow
 from .implicit import ImplicitFlow
 from .linear import LinearFlow
 from .mlp import MLPFlow
 from .residual import ResidualFlow
 
 __all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "ResidualFlow",
-           "ImplicitFlow"]
+           "ImplicitFlow", "RealNVPFlow"]
