@@ -1,0 +1,305 @@
+"""The methods the comparison runs, each one entry of a table built from its name.
+
+A :class:`Method` turns a :class:`~datasets.Dataset` into a :class:`Fitted` model
+(tuning its hyperparameters on the training set only) under a :class:`Budget`. The
+baselines are scikit-learn's PCA, KernelPCA, Isomap, LocallyLinearEmbedding,
+GaussianMixture and KernelDensity; every registered flow family of
+:class:`~flowpca.NormalizingFlowPCA` adds two entries (``alpha = 0`` and tuned alpha), or
+one "not available" entry when its module does not import.
+
+Tuning protocols (all on the training set, never the test set):
+
+- KernelPCA (rbf): ``gamma = g / (n_features * v)`` (``v`` the mean feature variance) and
+  the inverse map's ridge ``alpha`` on a grid, chosen by the relative reconstruction
+  error with ``k`` components (``fit_inverse_transform=True``) on a 25 % validation split
+  of at most ``kernel_tune_points`` training points.
+- GaussianMixture (full covariances): the number of components by the mean
+  log-likelihood on a 20 % validation split, then refitted on the whole training set.
+- KernelDensity (Gaussian): the bandwidth ``b * sqrt(v)`` by 3-fold ``GridSearchCV``
+  (mean log-likelihood) on at most ``kernel_points`` training points, then refitted on
+  the whole training set.
+- NormalizingFlowPCA: ``alpha = r * v`` on a grid, chosen by the mean log-likelihood on a
+  20 % validation split of at most ``tune_points`` training points (shorter fits:
+  ``tune_steps`` gradient steps), then refitted on the whole training set.
+- Isomap (10 neighbours) and LLE (12 neighbours) are not tuned.
+
+KernelPCA, Isomap, LLE and the KDE bandwidth search cost O(n^2) memory or worse: they
+see at most ``kernel_points`` training points.
+"""
+
+import importlib
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.decomposition import PCA, KernelPCA
+from sklearn.manifold import Isomap, LocallyLinearEmbedding
+from sklearn.mixture import GaussianMixture
+from sklearn.model_selection import GridSearchCV
+from sklearn.neighbors import KernelDensity
+
+from flowpca import NormalizingFlowPCA
+from flowpca.flows._families import family_modules, family_names
+
+from _metrics import relative_reconstruction_error
+
+# Architecture per flow family, where the comparison departs from the estimator's
+# defaults: the paper's RealNVP comparator has 6 couplings.
+FAMILY_SETTINGS = {"realnvp": {"n_layers": 6}}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much work each method may do (``--quick`` or the full suite)."""
+
+    quick: bool
+    flow_steps: int = 4000           # gradient steps of a final flow fit
+    tune_steps: int = 600            # gradient steps of each alpha-tuning fit
+    alpha_grid: tuple = (1e-4, 1e-3, 1e-2)   # times the mean feature variance
+    tune_points: int = 2000
+    kernel_points: int = 2000
+    kernel_tune_points: int = 1000
+    kpca_gammas: tuple = (0.1, 0.3, 1.0, 3.0, 10.0)
+    kpca_ridges: tuple = (1e-3, 1e-1)
+    gmm_components: tuple = (1, 2, 4, 8, 16, 32)
+    kde_bandwidths: tuple = tuple(np.logspace(-2.5, 0, 11))  # times sqrt(v)
+    trust_points: int = 1000
+    reconstruction_points: int = 500
+    # NormalizingFlowPCA.inverse_transform of a nonlinear flow is iterative and slow in
+    # high dimension (measured about 15 CPU s per point at D = 64): fewer points there.
+    slow_inverse_max_features: int = 8
+    slow_inverse_points: int = 5
+    timeout: int = 180               # CPU seconds per method and data set
+
+    @classmethod
+    def for_mode(cls, quick):
+        if not quick:
+            return cls(quick=False)
+        return cls(quick=True, flow_steps=60, tune_steps=20, alpha_grid=(1e-4, 1e-2),
+                   tune_points=300, kernel_points=300, kernel_tune_points=300,
+                   kpca_gammas=(0.3, 3.0), kpca_ridges=(1e-2,), gmm_components=(1, 4),
+                   kde_bandwidths=(0.03, 0.3), trust_points=100, reconstruction_points=10,
+                   slow_inverse_points=0, timeout=20)
+
+
+@dataclass
+class Fitted:
+    """A fitted method, as the evaluation sees it: callables or None."""
+
+    model: object
+    transform: object = None          # X -> first k components
+    reconstruct: object = None        # X -> X_hat through k components
+    score_samples: object = None      # X -> log-density (nats)
+    slow_inverse: bool = False        # reconstruct is iterative (few points in high D)
+    params: dict = field(default_factory=dict)
+    tune_seconds: float = 0.0
+    fit_seconds: float = 0.0
+
+
+@dataclass
+class Method:
+    """One row per data set of the comparison."""
+
+    key: str                  # command-line name, e.g. 'nfpca-mlp-tuned'
+    label: str                # table name
+    fit: object = None        # (dataset, budget) -> Fitted
+    family: str = ""          # flow family, '' for the baselines
+    unavailable: str = ""     # why the method cannot run here
+
+
+def mean_variance(X):
+    """Mean per-feature variance: the unit of ``alpha`` and of the kernel scales."""
+    return float(X.var(axis=0).mean())
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - start
+
+
+def _quietly(fn):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn()
+
+
+def _split(X, fraction):
+    n_fit = max(2, int(round((1 - fraction) * X.shape[0])))
+    return X[:n_fit], X[n_fit:]
+
+
+def _with_inverse(model):
+    return lambda X: model.inverse_transform(model.transform(X))
+
+
+# ---------------------------------------------------------------- baselines
+def fit_pca(data, budget):
+    model, seconds = _timed(lambda: PCA(data.n_components).fit(data.X_train))
+    return Fitted(model, model.transform, _with_inverse(model), model.score_samples,
+                  fit_seconds=seconds)
+
+
+def fit_kernel_pca(data, budget):
+    X = data.X_train[:budget.kernel_points]
+    X_fit, X_val = _split(X[:budget.kernel_tune_points], 0.25)
+    gamma0 = 1.0 / (data.n_features * mean_variance(X))
+
+    def make(gamma, ridge):
+        return KernelPCA(data.n_components, kernel="rbf", gamma=gamma, alpha=ridge,
+                         fit_inverse_transform=True, random_state=data.seed)
+
+    start, errors = time.perf_counter(), {}
+    for g in budget.kpca_gammas:
+        for ridge in budget.kpca_ridges:
+            model = _quietly(lambda: make(g * gamma0, ridge).fit(X_fit))
+            errors[(g, ridge)] = relative_reconstruction_error(
+                X_val, model.inverse_transform(model.transform(X_val)))
+    g, ridge = min(errors, key=errors.get)
+    tune_seconds = time.perf_counter() - start
+    model, seconds = _timed(lambda: make(g * gamma0, ridge).fit(X))
+    return Fitted(model, model.transform, _with_inverse(model),
+                  params={"gamma": g * gamma0, "ridge": ridge, "n_fit": X.shape[0]},
+                  tune_seconds=tune_seconds, fit_seconds=seconds)
+
+
+def fit_isomap(data, budget):
+    X = data.X_train[:budget.kernel_points]
+    model, seconds = _timed(lambda: Isomap(n_neighbors=10, n_components=data.n_components)
+                            .fit(X))
+    return Fitted(model, model.transform, params={"n_neighbors": 10, "n_fit": X.shape[0]},
+                  fit_seconds=seconds)
+
+
+def fit_lle(data, budget):
+    X = data.X_train[:budget.kernel_points]
+    model, seconds = _timed(lambda: LocallyLinearEmbedding(
+        n_neighbors=12, n_components=data.n_components, random_state=data.seed).fit(X))
+    return Fitted(model, model.transform, params={"n_neighbors": 12, "n_fit": X.shape[0]},
+                  fit_seconds=seconds)
+
+
+def fit_gaussian_mixture(data, budget):
+    X_fit, X_val = _split(data.X_train, 0.2)
+
+    def make(k):
+        return GaussianMixture(k, covariance_type="full", random_state=data.seed)
+
+    start, scores = time.perf_counter(), {}
+    for k in budget.gmm_components:
+        if k <= X_fit.shape[0]:
+            scores[k] = _quietly(lambda: make(k).fit(X_fit)).score(X_val)
+    k = max(scores, key=scores.get)
+    tune_seconds = time.perf_counter() - start
+    model, seconds = _timed(lambda: make(k).fit(data.X_train))
+    return Fitted(model, score_samples=model.score_samples, params={"n_components": k},
+                  tune_seconds=tune_seconds, fit_seconds=seconds)
+
+
+def fit_kernel_density(data, budget):
+    scale = math.sqrt(mean_variance(data.X_train))
+    grid = {"bandwidth": [b * scale for b in budget.kde_bandwidths]}
+    search = GridSearchCV(KernelDensity(), grid, cv=3)
+    _, tune_seconds = _timed(lambda: search.fit(data.X_train[:budget.kernel_points]))
+    bandwidth = search.best_params_["bandwidth"]
+    model, seconds = _timed(lambda: KernelDensity(bandwidth=bandwidth).fit(data.X_train))
+    return Fitted(model, score_samples=model.score_samples,
+                  params={"bandwidth": bandwidth}, tune_seconds=tune_seconds,
+                  fit_seconds=seconds)
+
+
+# ---------------------------------------------------------------- flows
+def epochs_for(n_samples, steps, batch_size=200):
+    """Epochs that make about ``steps`` mini-batch steps on ``n_samples`` points."""
+    return max(1, math.ceil(steps / math.ceil(n_samples / min(batch_size, n_samples))))
+
+
+def flow_estimator(family, alpha, n_components, n_samples, steps, seed):
+    """The :class:`~flowpca.NormalizingFlowPCA` the comparison fits for ``family``."""
+    return NormalizingFlowPCA(n_components, flow=family, alpha=alpha,
+                              max_iter=epochs_for(n_samples, steps), random_state=seed,
+                              **FAMILY_SETTINGS.get(family, {}))
+
+
+def tune_alpha(family, data, budget):
+    """``alpha`` with the best validation log-likelihood, and every grid point's score.
+
+    Fits on 80 % of at most ``budget.tune_points`` training points and scores the other
+    20 %; a fit that raises scores ``-inf``.
+    """
+    X_fit, X_val = _split(data.X_train[:budget.tune_points], 0.2)
+    scale = mean_variance(data.X_train)
+    scores = {}
+    for ratio in budget.alpha_grid:
+        alpha = ratio * scale
+        model = flow_estimator(family, alpha, data.n_components, X_fit.shape[0],
+                               budget.tune_steps, data.seed)
+        try:
+            scores[alpha] = float(_quietly(lambda: model.fit(X_fit)).score(X_val))
+        except Exception:  # noqa: BLE001 -- a failed grid point is scored, not fatal
+            scores[alpha] = -math.inf
+        if not np.isfinite(scores[alpha]):
+            scores[alpha] = -math.inf
+    if all(s == -math.inf for s in scores.values()):
+        raise RuntimeError(f"every alpha on the grid failed for flow={family!r}")
+    return max(scores, key=scores.get), scores
+
+
+def flow_fitter(family, tuned):
+    """The fit function of ``NormalizingFlowPCA(flow=family)``, with ``alpha = 0`` or
+    tuned."""
+    def fit(data, budget):
+        params, tune_seconds = {}, 0.0
+        alpha = 0.0
+        if tuned:
+            (alpha, scores), tune_seconds = _timed(lambda: tune_alpha(family, data, budget))
+            params["validation_ll"] = {f"{a:.3g}": round(s, 3) for a, s in scores.items()}
+        model = flow_estimator(family, alpha, data.n_components, data.X_train.shape[0],
+                               budget.flow_steps, data.seed)
+        _, seconds = _timed(lambda: model.fit(data.X_train))
+        params = {"alpha": alpha, "epochs": getattr(model, "n_iter_", None), **params}
+        return Fitted(model, model.transform, _with_inverse(model), model.score_samples,
+                      slow_inverse=family != "linear", params=params,
+                      tune_seconds=tune_seconds, fit_seconds=seconds)
+    return fit
+
+
+def family_import_error(family):
+    """Why the module of flow family ``family`` does not import ('' when it does)."""
+    module = dict(zip(family_names(), family_modules()))[family]
+    try:
+        importlib.import_module(module)
+    except ImportError as exc:
+        return f"not available (ImportError: {exc})"
+    return ""
+
+
+def flow_methods():
+    """Two entries per importable flow family, one 'not available' entry per other."""
+    methods = []
+    for family in family_names():
+        error = family_import_error(family)
+        if error:
+            methods.append(Method(f"nfpca-{family}", f"NFPCA[{family}]", family=family,
+                                  unavailable=error))
+            continue
+        methods.append(Method(f"nfpca-{family}-alpha0", f"NFPCA[{family}] alpha=0",
+                              flow_fitter(family, tuned=False), family))
+        methods.append(Method(f"nfpca-{family}-tuned", f"NFPCA[{family}] alpha tuned",
+                              flow_fitter(family, tuned=True), family))
+    return methods
+
+
+def all_methods():
+    """The full method table, baselines first."""
+    return [
+        Method("pca", "PCA", fit_pca),
+        Method("kpca", "KernelPCA (rbf)", fit_kernel_pca),
+        Method("isomap", "Isomap", fit_isomap),
+        Method("lle", "LLE", fit_lle),
+        Method("gmm", "GaussianMixture", fit_gaussian_mixture),
+        Method("kde", "KernelDensity", fit_kernel_density),
+        *flow_methods(),
+    ]

@@ -1,0 +1,299 @@
+"""Compare NormalizingFlowPCA with PCA, KernelPCA, Isomap, LLE, GaussianMixture and
+KernelDensity on the benchmark data sets.
+
+For each data set and method: held-out log-likelihood (nats/sample, density models
+only: PCA's is probabilistic PCA's), latent-factor recovery (for each true factor, the
+largest |Spearman rho| over the first k components), trustworthiness of the k-component
+embedding (10 neighbours), relative reconstruction error with k components (methods with
+an inverse), and fit / tuning / transform / scoring seconds. Every registered flow
+family runs with alpha = 0 and with alpha tuned on a validation split (see
+``_methods.py`` for every tuning protocol); a family that does not import is listed as
+not available. A method that raises, times out or warns keeps its row, with the error.
+
+Writes ``compare.md`` and ``compare.csv`` (``compare_quick.*`` with ``--quick``) under
+``--out``. Asserts nothing.
+
+Usage: ``python benchmarks/compare.py [--quick] [--datasets a,b] [--methods pca,nfpca-*]
+[--threads 1] [--out DIR]``.
+"""
+
+import argparse
+import fnmatch
+import json
+import signal
+import sys
+import time
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+# The working tree's flowpca (not an installed copy) and the sibling modules.
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
+
+import datasets  # noqa: E402
+from _methods import Budget, all_methods  # noqa: E402
+from _metrics import (factor_recovery, mean_log_likelihood,  # noqa: E402
+                      relative_reconstruction_error, trust)
+from _report import (environment, header_lines, limited_threads,  # noqa: E402
+                     markdown_table, write_csv)
+
+RESULTS = Path(__file__).parent / "results"
+REFERENCE = "nfpca-mlp-tuned"
+
+COLUMNS = [("dataset", "data"), ("method", "method"), ("status", "status"),
+           ("test_ll", "test LL"), ("recovery", "recovery |rho|"), ("trust", "trust."),
+           ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"), ("tune_s", "tune s"),
+           ("transform_s", "transform s"), ("score_s", "score s"), ("params", "chosen"),
+           ("notes", "notes")]
+CSV_KEYS = ["dataset", "method", "key", "family", "status", "test_ll", "factors",
+            "recovery_1", "recovery_2", "trust", "recon_error", "recon_n", "fit_s", "tune_s",
+            "transform_s", "score_s", "params", "notes"]
+
+
+class MethodTimeout(Exception):
+    """A method ran past its time budget."""
+
+
+@contextmanager
+def time_limit(seconds):
+    """Raise :class:`MethodTimeout` in the main thread after ``seconds`` of this
+    process's CPU time (not wall time, so that the budget does not depend on the load
+    of a shared machine)."""
+    def expire(signum, frame):
+        raise MethodTimeout(f"stopped after {seconds} CPU s")
+    previous = signal.signal(signal.SIGPROF, expire)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
+
+
+def _summarize_warnings(caught):
+    counts = {}
+    for w in caught:
+        text = f"{w.category.__name__}: {str(w.message).splitlines()[0][:160]}"
+        counts[text] = counts.get(text, 0) + 1
+    return "; ".join(f"{t} (x{c})" if c > 1 else t for t, c in counts.items())
+
+
+def _status(caught):
+    names = {w.category.__name__ for w in caught}
+    if "TrainingDivergedWarning" in names:
+        return "diverged"
+    return "warning" if names else "ok"
+
+
+def _timed(fn, *args):
+    start = time.perf_counter()
+    value = fn(*args)
+    return value, time.perf_counter() - start
+
+
+def _scores(fitted, data, budget, row):
+    """Fill ``row`` with the test-set metrics the fitted method supports."""
+    X = data.X_test
+    if fitted.score_samples is not None:
+        row["stage"] = "score"
+        log_density, row["score_s"] = _timed(fitted.score_samples, X)
+        row["test_ll"] = mean_log_likelihood(log_density)
+    if fitted.transform is None:
+        return
+    row["stage"] = "transform"
+    Z, row["transform_s"] = _timed(fitted.transform, X)
+    if data.latent_test is not None:
+        recovery = factor_recovery(Z, data.latent_test)
+        row["factors"] = "/".join(data.factor_names)
+        row["recovery"] = " / ".join(f"{r:.3f}" for r in recovery)
+        for i, r in enumerate(recovery[:2], start=1):
+            row[f"recovery_{i}"] = float(r)
+    m = budget.trust_points
+    row["trust"] = trust(X[:m], Z[:m])
+    if fitted.reconstruct is not None:
+        row["stage"] = "reconstruct"
+        m = budget.reconstruction_points
+        if fitted.slow_inverse and data.n_features > budget.slow_inverse_max_features:
+            m = budget.slow_inverse_points
+        row["recon_n"] = m
+        if m == 0:
+            return
+        row["recon_error"] = relative_reconstruction_error(X[:m], fitted.reconstruct(X[:m]))
+
+
+def run_method(method, data, budget):
+    """One row: fit, score, and record whatever went wrong."""
+    row = {"dataset": data.name, "method": method.label, "key": method.key,
+           "family": method.family}
+    if method.unavailable:
+        row["status"] = method.unavailable
+        return row
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with time_limit(budget.timeout):
+                row["stage"] = "fit"
+                fitted = method.fit(data, budget)
+                row.update(fit_s=fitted.fit_seconds, tune_s=fitted.tune_seconds,
+                           params=json.dumps(fitted.params, default=float))
+                _scores(fitted, data, budget, row)
+        except MethodTimeout as exc:
+            row["status"] = f"timeout in {row['stage']} ({exc})"
+        except Exception as exc:  # noqa: BLE001 -- reported in the row, not hidden
+            message = str(exc).splitlines()[0][:200] if str(exc) else ""
+            row["status"] = f"error in {row['stage']}: {type(exc).__name__}: {message}"
+        else:
+            row["stage"] = "done"
+    row.setdefault("status", _status(caught))
+    row["notes"] = _summarize_warnings(caught)
+    return row
+
+
+# ---------------------------------------------------------------- head to head
+_DIRECTIONS = [("test_ll", "test LL", +1), ("recovery_mean", "mean recovery", +1),
+               ("trust", "trust.", +1), ("recon_error", "recon. err", -1),
+               ("fit_s", "fit s", -1)]
+
+
+def _comparable(row):
+    return row.get("status", "").split(" ")[0] in {"ok", "warning", "diverged"}
+
+
+def head_to_head(rows, reference=REFERENCE):
+    """Per data set, the reference method against every other one, metric by metric."""
+    out = []
+    for row in rows:
+        values = [row.get(f"recovery_{i}") for i in (1, 2)]
+        values = [v for v in values if v is not None]
+        row["recovery_mean"] = float(np.mean(values)) if values else None
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        block = [r for r in rows if r["dataset"] == name and _comparable(r)]
+        ours = next((r for r in block if r["key"] == reference), None)
+        if ours is None:
+            continue
+        for other in block:
+            if other is ours:
+                continue
+            line = {"dataset": name, "method": other["method"]}
+            for key, _, sign in _DIRECTIONS:
+                a, b = ours.get(key), other.get(key)
+                if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)):
+                    continue
+                verdict = "tie" if np.isclose(a, b, rtol=1e-3, atol=1e-3) else (
+                    "win" if sign * (a - b) > 0 else "loss")
+                line[key] = f"{verdict} {_short(a)} vs {_short(b)}"
+            out.append(line)
+    return out
+
+
+def _short(x):
+    return f"{x:.3g}" if abs(x) < 1e4 else f"{x:.2e}"
+
+
+# ---------------------------------------------------------------- driver
+def select(items, patterns, name=lambda x: x):
+    """Items whose name matches one of the comma-separated glob ``patterns``."""
+    if not patterns:
+        return list(items)
+    wanted = [p.strip() for p in patterns.split(",") if p.strip()]
+    chosen = [x for x in items if any(fnmatch.fnmatch(name(x), p) for p in wanted)]
+    if not chosen:
+        raise SystemExit(f"nothing matches {patterns!r}")
+    return chosen
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="tiny data, few epochs, two tuning points (smoke test)")
+    parser.add_argument("--datasets", default="", help=f"comma-separated, from "
+                        f"{','.join(datasets.NAMES)} (globs allowed; default all)")
+    parser.add_argument("--methods", default="", help="comma-separated method keys, globs "
+                        "allowed, e.g. 'pca,isomap,nfpca-mlp-*' (default all; see --list)")
+    parser.add_argument("--list", action="store_true", help="list method keys and exit")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch and BLAS threads (default 1); restored afterwards")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    return parser.parse_args(argv)
+
+
+def write_report(rows, args, env, budget, seconds):
+    suffix = "_quick" if args.quick else ""
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_csv(args.out / f"compare{suffix}.csv", rows, CSV_KEYS)
+    sizes = sorted({(r["dataset"], r.get("n")) for r in rows if r.get("n")})
+    text = [
+        "# NormalizingFlowPCA vs PCA, KernelPCA, Isomap, LLE, GaussianMixture, "
+        "KernelDensity" + (" (quick)" if args.quick else ""), "",
+        *header_lines(env),
+        f"- seeds: data and split seed {datasets.SEED}; every method's random_state = "
+        "the data seed",
+        f"- sizes (train/test): {', '.join(f'{d} {n}' for d, n in sizes)}",
+        f"- budget: {budget}",
+        f"- total wall time: {seconds:.0f} s",
+        "",
+        "Columns: test LL = mean held-out log-likelihood, nats/sample, full-dimensional "
+        "density (PCA: probabilistic PCA with k components); recovery = for each true "
+        "factor, max |Spearman rho| over the first k components of the test points; "
+        "trust. = sklearn.manifold.trustworthiness (10 neighbours) of the k-component "
+        "embedding of the first test points; recon. err = mean ||x - x_hat||^2 / total "
+        "variance, reconstructing the first recon. n test points from k components (methods "
+        "with an inverse; few points where the flow's iterative inverse_transform is slow, "
+        "see budget); times in "
+        "seconds (tune = hyperparameter search on the training set; transform and score: "
+        "the whole test set). Tuning protocols: see benchmarks/_methods.py. On noise-free "
+        "manifolds (s_curve, sine, swiss_roll, embedded_plane) the density is singular: "
+        "held-out LL there mostly measures the variance floor (alpha, reg_covar, "
+        "bandwidth).",
+        "",
+        markdown_table(COLUMNS, rows),
+        "",
+        f"## Head to head: {REFERENCE} against each method",
+        "",
+        "win/loss/tie for the reference (first number) against the method (second): "
+        "higher is better for test LL, mean recovery and trust., lower for recon. err "
+        "and fit s.",
+        "",
+        markdown_table([("dataset", "data"), ("method", "vs method")]
+                       + [(k, t) for k, t, _ in _DIRECTIONS], head_to_head(rows)),
+        "",
+    ]
+    (args.out / f"compare{suffix}.md").write_text("\n".join(text))
+
+
+def _by_dataset(rows, names):
+    return sorted(rows, key=lambda row: names.index(row["dataset"]))  # stable
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    methods = select(all_methods(), args.methods, lambda m: m.key)
+    if args.list:
+        for method in methods:
+            print(f"{method.key:28s} {method.label} {method.unavailable}")
+        return
+    names = select(datasets.NAMES, args.datasets)
+    budget = Budget.for_mode(args.quick)
+    env = environment(args.threads)
+    data_sets = {name: datasets.load(name, quick=args.quick) for name in names}
+    rows, start = [], time.perf_counter()
+    with limited_threads(args.threads):
+        # Method by method, so that an interrupted run has every data set for the
+        # methods it reached; the report lists them data set by data set.
+        for method in methods:
+            for name, data in data_sets.items():
+                row = run_method(method, data, budget)
+                row["n"] = f"{data.X_train.shape[0]}/{data.X_test.shape[0]}"
+                rows.append(row)
+                print(f"{name:15s} {method.label:32s} {row['status'][:60]:60s} "
+                      f"fit {row.get('fit_s', float('nan')):7.1f} s", flush=True)
+                write_report(_by_dataset(rows, names), args, env, budget,
+                             time.perf_counter() - start)
+    write_report(_by_dataset(rows, names), args, env, budget, time.perf_counter() - start)
+    print(f"wrote {args.out}/compare{'_quick' if args.quick else ''}.md/.csv")
+
+
+if __name__ == "__main__":
+    main()

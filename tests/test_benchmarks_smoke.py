@@ -1,0 +1,71 @@
+"""Smoke tests of the benchmark scripts' ``--quick`` modes: each runs in a subprocess
+into a temporary folder and writes its tables. Quality claims are tested elsewhere."""
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_script(name, *args, cwd):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    completed = subprocess.run([sys.executable, str(BENCHMARKS / name), "--quick", *args],
+                               cwd=cwd, env=env, capture_output=True, text=True,
+                               timeout=900)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed
+
+
+def test_compare_lists_every_registered_flow_family(tmp_path):
+    from flowpca.flows._families import family_names
+
+    listing = run_script("compare.py", "--list", cwd=tmp_path).stdout
+    for family in family_names():
+        assert (f"nfpca-{family}-alpha0" in listing and f"nfpca-{family}-tuned" in listing
+                ) or f"nfpca-{family} " in listing and "not available (ImportError" in listing
+
+
+def test_compare_quick_writes_its_tables(tmp_path):
+    # Two data sets (3-D and 64-D) and the baselines with the reference flows keep CI
+    # short (the other flow families are listed above).
+    run_script("compare.py", "--datasets", "s_curve,digits", "--methods",
+               "pca,kpca,isomap,lle,gmm,kde,nfpca-linear-*,nfpca-mlp-*", "--out",
+               str(tmp_path), cwd=tmp_path)
+    with open(tmp_path / "compare_quick.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {row["dataset"] for row in rows} == {"s_curve", "digits"}
+    methods = {row["key"] for row in rows}
+    assert {"pca", "kpca", "isomap", "lle", "gmm", "kde", "nfpca-linear-alpha0",
+            "nfpca-linear-tuned", "nfpca-mlp-alpha0", "nfpca-mlp-tuned"} <= methods
+    pca = next(r for r in rows if r["key"] == "pca" and r["dataset"] == "s_curve")
+    assert pca["status"] == "ok" and float(pca["test_ll"]) < 0
+    text = (tmp_path / "compare_quick.md").read_text()
+    assert "| s_curve | PCA | ok |" in text and "## Head to head" in text
+
+
+def test_compare_reports_a_failing_method_in_its_row(tmp_path):
+    # alpha = 0 on data in a plane: the flow cannot be fitted; the row says why.
+    run_script("compare.py", "--datasets", "embedded_plane", "--methods",
+               "nfpca-linear-alpha0", "--out", str(tmp_path), cwd=tmp_path)
+    with open(tmp_path / "compare_quick.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["status"].startswith("error in fit: ValueError")
+    assert "singular" in row["status"]
+
+
+def test_grid_search_quick_writes_table_and_figure(tmp_path):
+    run_script("grid_search_alpha.py", "--out", str(tmp_path), cwd=tmp_path)
+    assert "Chosen alpha" in (tmp_path / "grid_search_alpha_quick.md").read_text()
+    assert (tmp_path / "grid_search_alpha_quick.png").stat().st_size > 0
+
+
+def test_paper_quick_writes_claims_and_figures(tmp_path):
+    run_script("paper.py", "--out", str(tmp_path), cwd=tmp_path)
+    text = (tmp_path / "paper_quick.md").read_text()
+    assert "| Linear flow = PCA (closed form)" in text
+    for figure in ("paper_fig3_s_curve.png", "paper_fig3_sine.png",
+                   "paper_local_variances.png", "paper_learning_curves.png"):
+        assert (tmp_path / figure).stat().st_size > 0
