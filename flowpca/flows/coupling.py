@@ -68,28 +68,28 @@ class _Conditioner(nn.Module):
         """Hidden layers as ``torch.nn.Linear`` initializes them (uniform with bound
         ``1/sqrt(fan_in)``), drawn from ``generator``; the last layer zero, so that the
         coupling starts as the identity."""
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+        *hidden, (last_weight, last_bias) = zip(self.weights, self.biases)
+        for weight, bias in hidden:
             bound = 1.0 / math.sqrt(weight.shape[1])
             for parameter in (weight, bias):
                 noise = torch.rand(parameter.shape, generator=generator,
                                    dtype=parameter.dtype, device=generator.device)
                 parameter.copy_((2 * noise - 1) * bound)
-        self.weights[-1].zero_()
-        self.biases[-1].zero_()
+        last_weight.zero_()
+        last_bias.zero_()
 
     def forward(self, h, tangents=None):
         """Output at ``h`` (n, n_in) and, if given, at the tangent rows (n, k, n_in)."""
-        last = len(self.weights) - 1
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+        *hidden, (last_weight, last_bias) = zip(self.weights, self.biases)
+        for weight, bias in hidden:
             u = torch.addmm(bias, h, weight.T)
-            if tangents is not None:
-                tangents = tangents @ weight.T
-            if layer == last:
-                return u, tangents
             h = torch.relu(u)
             if tangents is not None:
-                tangents = tangents * (u > 0).unsqueeze(1).to(u.dtype)
-        return h, tangents  # pragma: no cover (there is always a last layer)
+                tangents = (tangents @ weight.T) * (u > 0).unsqueeze(1).to(u.dtype)
+        out = torch.addmm(last_bias, h, last_weight.T)
+        if tangents is not None:
+            tangents = tangents @ last_weight.T
+        return out, tangents
 
 
 class RealNVPFlow(Flow):
