@@ -10,7 +10,7 @@ import numpy as np
 import scipy.linalg
 import torch
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
@@ -144,7 +144,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`~sklearn.decomposition.PCA`); 'auto' keeps ``intrinsic_dimension_`` of
         them (at least 1); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
-    flow : {'mlp', 'linear'} or Flow, default='mlp'
+    flow : {'mlp', 'linear', 'injective'} or Flow, default='mlp'
+        'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
+        ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
+        ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
+        'mlp' fit): :meth:`transform` returns the latent ``z``, :meth:`inverse_transform`
+        the point ``g(z)`` on the manifold, :meth:`sample` draws on the manifold,
+        :meth:`score_samples` is the density on the manifold (see there) and
+        ``explained_variance_`` the variances of the latent coordinates; ``alpha`` and
+        ``flow_params`` (``latent_layers``, ``noise_variance``, ``volume``, ``n_probes``)
+        as in :func:`flowpca.flows.injective.build_injective`.
         The flow family: 'mlp' is the paper's invertible MLP (``n_layers`` blocks of a full
         affine map and an invertible elementwise nonlinearity, then an affine map);
         'linear' is ``f(x) = W x``, i.e. PCA. A :class:`flowpca.flows.Flow` instance is
@@ -165,6 +174,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         listing the accepted ones. 'mlp' accepts ``noise_scale`` (0.01) and
         ``hidden_scale`` (0.5) of its initialization (see
         :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
+        bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
+        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
         fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
@@ -228,6 +239,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``alpha`` (measured 1 to 35 ``alpha`` on the paper's data sets), those it occupies
         at the data's variance along them. With ``alpha=0`` the floor is ``1e-12`` times
         the largest variance.
+    intrinsic_dimension_threshold : float, default=100.0
+        A component belongs to the data's manifold (counts in ``intrinsic_dimension_``,
+        kept by ``n_components='auto'``) when its typical local variance exceeds this
+        many times the floor ``alpha``. Directions the data do not occupy sit near
+        ``alpha`` (measured 1 to 35 ``alpha`` on the paper's data sets), those it occupies
+        at the data's variance along them. With ``alpha=0`` the floor is ``1e-12`` times
+        the largest variance.
 
     Attributes
     ----------
@@ -235,6 +253,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Per-feature mean of the training data.
     n_components_ : int
         Number of components kept.
+    intrinsic_dimension_ : int
+        Number of components whose typical local variance (geometric mean over the
+        training data; the variance itself for the linear flow) exceeds
+        ``intrinsic_dimension_threshold`` times the floor ``alpha``: the dimension of the
+        data's manifold as the flow sees it (see
+        :func:`flowpca._diagnostics.intrinsic_dimension`). Set whatever ``n_components``
+        is; 0 when every direction is at the floor.
     intrinsic_dimension_ : int
         Number of components whose typical local variance (geometric mean over the
         training data; the variance itself for the linear flow) exceeds
@@ -325,6 +350,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "intrinsic_dimension_threshold": [Interval(Real, 1, None, closed="neither")],
+        "intrinsic_dimension_threshold": [Interval(Real, 1, None, closed="neither")],
     }
 
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
@@ -358,6 +384,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
+        self.intrinsic_dimension_threshold = intrinsic_dimension_threshold
         self.intrinsic_dimension_threshold = intrinsic_dimension_threshold
 
     # ------------------------------------------------------------------ fitting
@@ -431,17 +458,20 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             flow, fitted = self._train(Xc, device, dtype, random_state)
         x_train, x_val = fitted.pop("_split", (Xc, None))
         self._check_finite_scores(flow, Xc)
-        if not flow.is_linear:
+        injective = getattr(flow, "is_injective", False)
+        if injective:  # the latent coordinates' variances; the manifold's dimension is d
+            variances = typical = np.var(self._latent_chunks(flow, Xc), axis=0)
+        elif not flow.is_linear:
             variances, typical = self._mean_local_variances(flow, Xc)
         elif solver != "exact":  # the closed form's are exact, even for ill-conditioned W
             variances, directions = self._linear_decomposition(flow)
         if flow.is_linear:
             typical = variances  # the same at every point
-        fitted["intrinsic_dimension_"] = intrinsic_dimension(
-            typical, self.alpha, self.intrinsic_dimension_threshold)
+        fitted["intrinsic_dimension_"] = flow.n_components if injective else \
+            intrinsic_dimension(typical, self.alpha, self.intrinsic_dimension_threshold)
         ratio = variances / variances.sum()
-        n_components = self._resolve_n_components(ratio, n_features,
-                                                  fitted["intrinsic_dimension_"])
+        n_components = flow.n_components if injective else self._resolve_n_components(
+            ratio, n_features, fitted["intrinsic_dimension_"])
         fitted.update(
             mean_=mean, flow_=flow.requires_grad_(False).eval(), n_components_=n_components,
             explained_variance_=variances[:n_components],
@@ -451,14 +481,15 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             fitted["components_"] = directions[:n_components]
             fitted["_reference_points"] = np.zeros((1, n_features))
             fitted["_reference_directions"] = directions[None, :n_components]
-        else:
+        elif not injective:
             fitted["_reference_points"], fitted["_reference_directions"] = \
                 self._reference_field(flow, Xc, n_components, random_state)
-        for name in _SOLVER_ATTRIBUTES + ("components_", "_reference_point_components"):
+        for name in _SOLVER_ATTRIBUTES + ("components_", "_reference_point_components",
+                                          "_reference_points", "_reference_directions"):
             self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
         for name, value in fitted.items():
             setattr(self, name, value)
-        if not flow.is_linear:  # starting points of inverse_transform
+        if not (flow.is_linear or injective):  # starting points of inverse_transform
             self._reference_point_components = self.transform(
                 self._reference_points + self.mean_)
         self._set_baseline_gains(x_train, x_val)
@@ -466,7 +497,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     def _set_baseline_gains(self, x_train, x_val):
         """``gaussian_baseline_score_`` and the gains over it (see
         :mod:`flowpca._diagnostics`), on the centered training and held-out data."""
-        baseline = gaussian_baseline(x_train, self.alpha)
+        # An injective flow's score is a density on its d-dimensional manifold: its
+        # baseline is the Gaussian on the d leading principal axes.
+        baseline = gaussian_baseline(x_train, self.alpha, self.n_components_ if getattr(
+            self.flow_, "is_injective", False) else None)
         self.gaussian_baseline_score_ = baseline.training_score()
         with np.errstate(invalid="ignore"):  # inf - inf: both unbounded
             self.gaussian_baseline_gain_ = float(
@@ -569,7 +603,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         settings = FlowSettings(alpha=self.alpha, n_layers=self.n_layers,
                                 activation=self.activation,
                                 flow_params=dict(self.flow_params or {}),
-                                generator=generator)
+                                generator=generator,
+                                n_components=self._latent_dimension(Xc))
         return build_flow(self.flow, _device.to_tensor(Xc, device, dtype), settings)
 
     def _train(self, Xc, device, dtype, random_state):
@@ -594,7 +629,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         x_val_t = None if x_val is None else _device.to_tensor(x_val, device, dtype)
         result = train_flow(flow, x_train_t, options, generator, x_val_t)
         flow.finalize_training()
-        if self.alpha == 0:
+        if self.alpha == 0 and not getattr(flow, "is_injective", False):
             self._warn_if_unbounded(flow, Xc, result.converged)
         return flow, {
             "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
@@ -636,6 +671,28 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         _, s, Vt = scipy.linalg.svd(weight)
         order = np.argsort(s, kind="stable")
         return 1.0 / s[order] ** 2, _flip_rows(Vt[order])
+
+    def _latent_dimension(self, Xc):
+        """The latent dimension ``d`` of ``flow='injective'`` (None for other families):
+        ``n_components`` as an int, all features for None, and for 'auto' the
+        ``intrinsic_dimension_`` of a preliminary full-dimensional ('mlp') fit with the
+        same settings."""
+        if self.flow != "injective":
+            return None
+        if self.n_components is None or isinstance(self.n_components, Integral):
+            return self.n_components
+        if isinstance(self.n_components, str):  # 'auto'
+            preliminary = clone(self).set_params(flow="mlp", flow_params=None)
+            return max(1, preliminary.fit(Xc).intrinsic_dimension_)
+        raise ValueError(f"flow='injective' needs an int n_components (the latent "
+                         f"dimension), 'auto' or None; got {self.n_components!r}.")
+
+    def _latent_chunks(self, flow, Xc):
+        """Latent coordinates of an injective flow at centered ``Xc``."""
+        with torch.no_grad():
+            chunks = [_device.to_numpy(flow.project(x))
+                      for x in self._iter_tensor_chunks(Xc, flow)]
+        return np.concatenate(chunks)
 
     def _mean_local_variances(self, flow, Xc):
         """Arithmetic and geometric means over ``Xc`` of the local variances."""
@@ -721,6 +778,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
+        if getattr(self.flow_, "is_injective", False):  # latent coordinates, g^+(x)
+            return self._map_chunks(Xc, self.flow_.project, (self.n_components_,))
         if self.flow_.is_linear:
             chunks = [Xc[rows] @ self.components_.T for rows in _jacobian.iter_row_chunks(
                 Xc.shape[0], 16 * Xc.shape[1])]
@@ -799,6 +858,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = self._check_components(X)
+        if getattr(self.flow_, "is_injective", False):  # the point g(z) on the manifold
+            with torch.no_grad():
+                return self._map_chunks(X, self.flow_.generate, (self.n_features_in_,)) \
+                    + self.mean_
         if self.flow_.is_linear:
             return X @ self.components_ + self.mean_
         n_features, k = self.n_features_in_, self.n_components_
@@ -942,6 +1005,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
         This is the full ``n_features``-dimensional density, whatever ``n_components`` is:
         ``log p(x) = -||f(x - mean_)||^2 / 2 - D/2 log(2 pi) + log|det J_f(x - mean_)|``.
+        For ``flow='injective'`` it is instead the density *on the learned manifold* of
+        the projection of ``x``, ``log p_z(z) - 1/2 log det(J_g^T J_g)`` at
+        ``z = transform(x)`` (with respect to the manifold's ``d``-dimensional volume; not
+        comparable with full-dimensional densities); how far ``x`` lies from the manifold
+        is :meth:`off_manifold_distance`.
 
         Parameters
         ----------
@@ -971,8 +1039,33 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         return self._score_samples_centered(self._validate_centered(X))
 
     def _score_samples_centered(self, Xc):
+        if getattr(self.flow_, "is_injective", False):
+            with torch.no_grad():
+                return self._map_chunks(Xc, self.flow_.manifold_log_likelihood, ())
         return self._map_chunks(Xc, lambda x: log_likelihood(self.flow_, x), (),
                                 bytes_per_row=_FORWARD_BYTES_PER_FEATURE * Xc.shape[1])
+
+    def off_manifold_distance(self, X):
+        """Distance of each sample to the learned manifold (``flow='injective'`` only).
+
+        ``||x - inverse_transform(transform(x))||``: 0 on the manifold, so it tells how
+        well the manifold fits (a diagnostic next to :meth:`score_samples`, which scores
+        only the projection).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        distance : ndarray of shape (n_samples,)
+        """
+        Xc = self._validate_centered(X)
+        if not getattr(self.flow_, "is_injective", False):
+            raise ValueError("off_manifold_distance needs flow='injective': a bijective "
+                             "flow's manifold is the whole space.")
+        with torch.no_grad():
+            return self._map_chunks(Xc, self.flow_.off_manifold_distance, ())
 
     def score(self, X, y=None):
         """Mean log-likelihood of the samples (higher is better), for model selection.

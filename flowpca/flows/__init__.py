@@ -2,11 +2,13 @@
 
 from ._base import Flow
 from ._bilipschitz import BiLipschitzMLPFlow
+from .injective import InjectiveFlow
 from .coupling import RealNVPFlow
 from .implicit import ImplicitFlow
 from .linear import LinearFlow
 from .mlp import MLPFlow
 from .residual import ResidualFlow
 
-__all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "ResidualFlow",
+__all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "InjectiveFlow",
+           "ResidualFlow",
            "ImplicitFlow", "RealNVPFlow"]

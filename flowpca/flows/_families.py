@@ -22,6 +22,7 @@ _FAMILIES = {
     "residual": "residual:build_residual",
     "implicit": "implicit:build_implicit",
     "nsf": "zuko:build_nsf",
+    "injective": "injective:build_injective",
     "maf": "zuko:build_maf",
 }
 
@@ -52,6 +53,9 @@ class FlowSettings:
         Family-specific keyword arguments (``NormalizingFlowPCA(flow_params=...)``).
     generator : torch.Generator
         The only source of randomness of the initialization.
+    n_components : int or None
+        Latent dimension of the families that have one ('injective'); None for all
+        features.
     """
 
     alpha: float
@@ -59,6 +63,7 @@ class FlowSettings:
     activation: str = "asinh"
     flow_params: dict = field(default_factory=dict)
     generator: Any = None
+    n_components: Any = None
 
     def params(self, family, defaults):
         """``flow_params`` merged into ``defaults``; unknown keys raise ``ValueError``.
