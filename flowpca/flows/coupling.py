@@ -409,11 +409,12 @@ def build_realnvp(X, settings):
     paper's comparator used 6). ``flow_params`` may set:
 
     - ``hidden_features`` (tuple of positive ints, default ``(64, 64)``): widths of each
-      conditioner's hidden ReLU layers. The paper's comparator used ``(512, 512)``;
-      measured on its sine wave and S-curve (2000 training points, 3-D, one thread),
-      ``(512, 512)`` costs about ten times as much per epoch as ``(64, 64)`` and after
-      30 epochs (about as long as ``(64, 64)`` takes for 400) was still far below the
-      held-out log-likelihood that ``(64, 64)`` reaches.
+      conditioner's hidden ReLU layers. The paper's comparator used ``(512, 512)``.
+      Measured on the paper's sine wave (2000 training points, one thread, estimator
+      defaults otherwise), ``(512, 512)`` costs about ten times as much per epoch; it
+      learns more per epoch (held-out -0.23 vs -1.06 nats/sample after 30 epochs) but
+      in the time it takes for 30 epochs ``(64, 64)`` runs its 400 and reaches +1.00
+      (the Gaussian: -3.81; the 'mlp' flow: -0.71).
     - ``scale_clamp`` (positive float, default 3.0): bound on each coupling's
       log-scales, ``s = c tanh(s_raw / c)``.
 
