@@ -925,6 +925,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                [5.2161e+00, 1.8622e+00, 1.0000e-04]])
         """
         Xc = self._validate_centered(X)
+        self._check_bijective("local_variances")
         return self._map_chunks(Xc, lambda x: _jacobian.local_svd(self.flow_, x)[1] ** -2,
                                 (Xc.shape[1],))
 
@@ -957,6 +958,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
+        self._check_bijective("local_directions")
         return self._map_chunks(Xc, lambda x: self._oriented_components(x)[1].transpose(1, 2),
                                 (Xc.shape[1], self.n_components_))
 
@@ -986,6 +988,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
+
+        self._check_bijective("local_covariance")
 
         def covariance(x):
             _, s, Vh = _jacobian.local_svd(self.flow_, x)
@@ -1044,6 +1048,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 return self._map_chunks(Xc, self.flow_.manifold_log_likelihood, ())
         return self._map_chunks(Xc, lambda x: log_likelihood(self.flow_, x), (),
                                 bytes_per_row=_FORWARD_BYTES_PER_FEATURE * Xc.shape[1])
+
+    def _check_bijective(self, method):
+        if getattr(self.flow_, "is_injective", False):
+            raise ValueError(f"{method} needs a bijective flow: flow='injective' has no "
+                             "square Jacobian; use transform (latent coordinates) and "
+                             "off_manifold_distance instead.")
 
     def off_manifold_distance(self, X):
         """Distance of each sample to the learned manifold (``flow='injective'`` only).

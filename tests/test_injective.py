@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
-from flowpca.datasets import make_sine_wave
+from flowpca.datasets import make_embedded_plane, make_sine_wave
 from flowpca.flows import InjectiveFlow
 from flowpca.flows._families import FlowSettings
 from flowpca.flows.injective import _conjugate_gradients, build_injective
@@ -136,3 +136,16 @@ def test_attributes_persistence_and_bad_input():
         _fit(X, 2, max_iter=1, flow_params={"lipschitz": 2.0})
     with pytest.raises(ValueError, match="needs flow='injective'"):
         NormalizingFlowPCA(flow="linear").fit(X).off_manifold_distance(X)
+    for method in ("local_variances", "local_directions", "local_covariance"):
+        with pytest.raises(ValueError, match=f"{method} needs a bijective flow"):
+            getattr(model, method)(X)
+
+
+def test_auto_latent_dimension_from_a_preliminary_full_dimensional_fit():
+    X, _ = make_embedded_plane(200, random_state=0)
+    model = _fit(X, "auto", n_layers=2, max_iter=5)
+    # The preliminary 'mlp' fit (same settings) finds the plane's dimension.
+    assert NormalizingFlowPCA("auto", n_layers=2, max_iter=5, random_state=0).fit(
+        X).intrinsic_dimension_ == 2
+    assert model.n_components_ == model.flow_.n_components == 2
+    assert model.transform(X).shape == (200, 2)
