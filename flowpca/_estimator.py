@@ -144,7 +144,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`~sklearn.decomposition.PCA`); 'auto' keeps ``intrinsic_dimension_`` of
         them (at least 1); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
-    flow : {'mlp', 'linear', 'injective'} or Flow, default='mlp'
+    flow : {'mlp', 'linear', 'realnvp', 'injective'} or Flow, default='mlp'
         'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
         ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
         ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
@@ -156,7 +156,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         as in :func:`flowpca.flows.injective.build_injective`.
         The flow family: 'mlp' is the paper's invertible MLP (``n_layers`` blocks of a full
         affine map and an invertible elementwise nonlinearity, then an affine map);
-        'linear' is ``f(x) = W x``, i.e. PCA. A :class:`flowpca.flows.Flow` instance is
+        'linear' is ``f(x) = W x``, i.e. PCA; 'realnvp' is RealNVP (the paper's
+        comparator: an affine map started at the data's whitening, then ``n_layers``
+        affine coupling layers with alternating masks and ReLU conditioners, see
+        :class:`flowpca.flows.RealNVPFlow`). A :class:`flowpca.flows.Flow` instance is
         used as the initial flow (it is copied, never modified).
     alpha : float, default=5e-5
         Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
@@ -164,7 +167,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         a floor on every local variance. Choose it with ``GridSearchCV`` (the estimator's
         :meth:`score` is the held-out log-likelihood).
     n_layers : int, default=8
-        Hidden blocks of the 'mlp' flow (the paper uses 8).
+        Hidden blocks of the 'mlp' flow (the paper uses 8); coupling layers of 'realnvp'
+        (the paper's comparator used 6).
     activation : {'asinh', 'leaky_softplus'}, default='asinh'
         Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
         ``0.1 u + 0.9 softplus(u)``.
@@ -179,7 +183,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
         fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
-        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none.
+        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none; 'realnvp' accepts
+        ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
+        used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
+        bound ``c`` on each coupling's log-scales ``c tanh(s / c)``).
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
         training: 'exact' pushes the identity through the flow (about ``n_features``
@@ -450,9 +457,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             weight = directions / np.sqrt(variances)[:, None]
             flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
         else:
-            if self.alpha == 0 and isinstance(self.flow, str) and self.flow == "mlp" and (
-                    (self.flow_params or {}).get("lipschitz") is None):
-                # The MLP starts from the whitening (Sigma + alpha I)^-1/2 (from_data).
+            if self.alpha == 0 and isinstance(self.flow, str) and (
+                    self.flow == "realnvp" or self.flow == "mlp"
+                    and (self.flow_params or {}).get("lipschitz") is None):
+                # MLP and RealNVP start from the whitening (Sigma + alpha I)^-1/2 (from_data).
                 self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype)
             self._check_variance_range(Xc, dtype)
             flow, fitted = self._train(Xc, device, dtype, random_state)

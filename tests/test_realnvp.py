@@ -293,6 +293,14 @@ def test_bad_flow_params_raise_and_change_nothing(fitted, flow_params, match):
     np.testing.assert_array_equal(bad.score_samples(X), scores)
 
 
+def test_singular_data_without_the_floor_are_rejected():
+    # The flow starts at the whitening (Sigma + alpha I)^-1/2: no such start with alpha=0.
+    X = make_sine_wave(100, random_state=0)[0]
+    X = np.column_stack([X, X[:, 0] - X[:, 1]])
+    with pytest.raises(ValueError, match="singular"):
+        NormalizingFlowPCA(**{**FAST, "alpha": 0.0}).fit(X)
+
+
 def test_density_integrates_to_one_in_2d():
     X, _ = make_banana(600, random_state=0)
     model = _fit_quietly(NormalizingFlowPCA(**FAST), X)
