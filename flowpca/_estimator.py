@@ -179,10 +179,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``hidden_scale`` (0.5) of its initialization (see
         :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
-        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`) and ``lipschitz`` (None; a float ``L > 1``
-        bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
-        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`) and ``lipschitz`` (None; a float ``L > 1``
-        bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
         fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none; 'realnvp' accepts
         ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
         used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
@@ -246,13 +242,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``alpha`` (measured 1 to 35 ``alpha`` on the paper's data sets), those it occupies
         at the data's variance along them. With ``alpha=0`` the floor is ``1e-12`` times
         the largest variance.
-    intrinsic_dimension_threshold : float, default=100.0
-        A component belongs to the data's manifold (counts in ``intrinsic_dimension_``,
-        kept by ``n_components='auto'``) when its typical local variance exceeds this
-        many times the floor ``alpha``. Directions the data do not occupy sit near
-        ``alpha`` (measured 1 to 35 ``alpha`` on the paper's data sets), those it occupies
-        at the data's variance along them. With ``alpha=0`` the floor is ``1e-12`` times
-        the largest variance.
 
     Attributes
     ----------
@@ -260,13 +249,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Per-feature mean of the training data.
     n_components_ : int
         Number of components kept.
-    intrinsic_dimension_ : int
-        Number of components whose typical local variance (geometric mean over the
-        training data; the variance itself for the linear flow) exceeds
-        ``intrinsic_dimension_threshold`` times the floor ``alpha``: the dimension of the
-        data's manifold as the flow sees it (see
-        :func:`flowpca._diagnostics.intrinsic_dimension`). Set whatever ``n_components``
-        is; 0 when every direction is at the floor.
     intrinsic_dimension_ : int
         Number of components whose typical local variance (geometric mean over the
         training data; the variance itself for the linear flow) exceeds
@@ -357,7 +339,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "intrinsic_dimension_threshold": [Interval(Real, 1, None, closed="neither")],
-        "intrinsic_dimension_threshold": [Interval(Real, 1, None, closed="neither")],
     }
 
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
@@ -391,7 +372,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self.dtype = dtype
         self.random_state = random_state
         self.verbose = verbose
-        self.intrinsic_dimension_threshold = intrinsic_dimension_threshold
         self.intrinsic_dimension_threshold = intrinsic_dimension_threshold
 
     # ------------------------------------------------------------------ fitting
