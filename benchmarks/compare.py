@@ -18,6 +18,7 @@ Usage: ``python benchmarks/compare.py [--quick] [--datasets a,b] [--methods pca,
 """
 
 import argparse
+import csv
 import fnmatch
 import json
 import signal
@@ -47,9 +48,13 @@ COLUMNS = [("dataset", "data"), ("method", "method"), ("status", "status"),
            ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"), ("tune_s", "tune s"),
            ("transform_s", "transform s"), ("score_s", "score s"), ("params", "chosen"),
            ("notes", "notes")]
-CSV_KEYS = ["dataset", "method", "key", "family", "status", "test_ll", "factors",
+CSV_KEYS = ["dataset", "n", "method", "key", "family", "status", "test_ll", "factors",
             "recovery_1", "recovery_2", "trust", "recon_error", "recon_n", "fit_s", "tune_s",
             "transform_s", "score_s", "params", "notes"]
+
+
+NUMERIC = {"test_ll", "recovery_1", "recovery_2", "trust", "recon_error", "recon_n",
+           "fit_s", "tune_s", "transform_s", "score_s"}
 
 
 class MethodTimeout(Exception):
@@ -216,6 +221,10 @@ def parse_args(argv=None):
     parser.add_argument("--threads", type=int, default=1,
                         help="torch and BLAS threads (default 1); restored afterwards")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
+    parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="CSV",
+                        help="write one report from the rows of earlier runs' CSV files "
+                        "(e.g. runs split by method) instead of running anything")
+    parser.add_argument("--note", default="", help="a line added to the report's header")
     return parser.parse_args(argv)
 
 
@@ -232,7 +241,8 @@ def write_report(rows, args, env, budget, seconds):
         "the data seed",
         f"- sizes (train/test): {', '.join(f'{d} {n}' for d, n in sizes)}",
         f"- budget: {budget}",
-        f"- total wall time: {seconds:.0f} s",
+        f"- total wall time: {seconds:.0f} s" if np.isfinite(seconds) else
+        "- total wall time: see the merged runs",
         "",
         "Columns: test LL = mean held-out log-likelihood, nats/sample, full-dimensional "
         "density (PCA: probabilistic PCA with k components); recovery = for each true "
@@ -263,6 +273,23 @@ def write_report(rows, args, env, budget, seconds):
     (args.out / f"compare{suffix}.md").write_text("\n".join(text))
 
 
+def merged_rows(paths, names, keys):
+    """Rows of earlier runs' CSV files, numbers parsed, in data set and method order."""
+    rows = []
+    for path in paths:
+        with open(path, newline="") as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    if key in NUMERIC and value != "":
+                        row[key] = float(value)
+                    elif value == "":
+                        row[key] = None
+                rows.append(row)
+    rows = [r for r in rows if r["dataset"] in names]
+    return sorted(rows, key=lambda r: (names.index(r["dataset"]),
+                                       keys.index(r["key"]) if r["key"] in keys else 99))
+
+
 def _by_dataset(rows, names):
     return sorted(rows, key=lambda row: names.index(row["dataset"]))  # stable
 
@@ -277,6 +304,19 @@ def main(argv=None):
     names = select(datasets.NAMES, args.datasets)
     budget = Budget.for_mode(args.quick)
     env = environment(args.threads)
+    if args.note:
+        env["note"] = args.note
+    if args.merge:
+        rows = merged_rows(args.merge, names, [m.key for m in all_methods()])
+        for name in {r["dataset"] for r in rows if not r.get("n")}:
+            data = datasets.load(name, quick=args.quick)
+            for row in (r for r in rows if r["dataset"] == name):
+                row["n"] = f"{data.X_train.shape[0]}/{data.X_test.shape[0]}"
+        env["merged from"] = ", ".join(str(p) for p in args.merge)
+        env["date (UTC)"] += " (of the merge)"
+        env.pop("load average at start")
+        write_report(rows, args, env, budget, float("nan"))
+        return
     data_sets = {name: datasets.load(name, quick=args.quick) for name in names}
     rows, start = [], time.perf_counter()
     with limited_threads(args.threads):
