@@ -36,13 +36,17 @@ def component_figure(path, X, components, directions, arrow_rows, title):
     length = 0.15 * np.ptp(X, axis=0).max()
     for i in range(2):
         ax = fig.add_subplot(1, 2, i + 1, projection="3d")
+        # Robust colour limits: un-whitened components can be large in the tails.
+        low, high = np.percentile(components[:, i], [2, 98])
         points = ax.scatter(X[:, 0], X[:, 1], X[:, 2], c=components[:, i], s=3,
-                            cmap="viridis", alpha=0.6)
+                            cmap="viridis", alpha=0.6, vmin=low, vmax=high)
         P, V = X[arrow_rows], directions[:, :, i] * length
         ax.quiver(P[:, 0], P[:, 1], P[:, 2], V[:, 0], V[:, 1], V[:, 2], color="red",
                   linewidth=1.2)
         ax.set_title(f"colour: component {i + 1}; arrows: local direction {i + 1}")
         ax.view_init(elev=20, azim=-70)
+        ranges = np.ptp(X, axis=0)
+        ax.set_box_aspect(np.maximum(ranges, 0.25 * ranges.max()))  # arrows keep angles
         fig.colorbar(points, ax=ax, shrink=0.6)
     fig.suptitle(title)
     fig.tight_layout()
@@ -95,8 +99,7 @@ def learning_curve_figure(path, curves, title):
     ax.set_ylabel("mean log-likelihood (nats)")
     finite = [v for _, tr, va in curves.values() for v in (*tr, *va) if np.isfinite(v)]
     if finite:
-        low = max(min(finite), np.percentile(finite, 5) - 0.5 * np.ptp(finite))
-        ax.set_ylim(low, max(finite) + 0.05 * np.ptp(finite))
+        ax.set_ylim(min(finite) - 0.05 * np.ptp(finite), max(finite) + 0.05 * np.ptp(finite))
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
