@@ -144,7 +144,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`~sklearn.decomposition.PCA`); 'auto' keeps ``intrinsic_dimension_`` of
         them (at least 1); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
-    flow : {'mlp', 'linear', 'realnvp', 'injective'} or Flow, default='mlp'
+    flow : {'mlp', 'linear', 'realnvp', 'injective', 'nsf', 'maf'} or Flow, default='mlp'
         'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
         ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
         ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
@@ -159,8 +159,14 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'linear' is ``f(x) = W x``, i.e. PCA; 'realnvp' is RealNVP (the paper's
         comparator: an affine map started at the data's whitening, then ``n_layers``
         affine coupling layers with alternating masks and ReLU conditioners, see
-        :class:`flowpca.flows.RealNVPFlow`). A :class:`flowpca.flows.Flow` instance is
-        used as the initial flow (it is copied, never modified).
+        :class:`flowpca.flows.RealNVPFlow`). 'nsf' is zuko's neural spline
+        flow (``n_layers`` rational-quadratic spline couplings) and 'maf' its masked
+        autoregressive flow (``n_layers`` affine autoregressive layers), both after a
+        fixed standardization (need ``pip install "flowpca[zuko]"``; see
+        :class:`flowpca.flows.NSFFlow`). A :class:`flowpca.flows.Flow` instance is used as
+        the initial flow (it is copied, never modified); an unconditional
+        ``zuko.flows.Flow`` (or lazy transform) is copied and wrapped in
+        :class:`flowpca.flows.ZukoFlow`, standardized on the training data.
     alpha : float, default=5e-5
         Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
         for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
@@ -179,7 +185,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``hidden_scale`` (0.5) of its initialization (see
         :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
-        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none; 'realnvp' accepts
+        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none; 'nsf' accepts
+        ``hidden_features`` ((64, 64), the conditioner's hidden sizes) and ``bins`` (8,
+        spline bins); 'maf' accepts ``hidden_features`` ((64, 64)); 'realnvp' accepts
         ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
         used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
         bound ``c`` on each coupling's log-scales ``c tanh(s / c)``).
@@ -316,7 +324,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "n_components": [Interval(Integral, 1, None, closed="left"),
                          Interval(RealNotInt, 0, 1, closed="neither"),
                          StrOptions({"auto"}), None],
-        "flow": [StrOptions(set(family_names())), Flow],
+        "flow": [StrOptions(set(family_names())), Flow, torch.nn.Module],
         "flow_params": [dict, None],
         "n_layers": [Interval(Integral, 0, None, closed="left")],
         "activation": [StrOptions({"asinh", "leaky_softplus"})],
@@ -583,6 +591,14 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 "flow='linear' with the exact solver.")
 
     def _make_flow(self, Xc, device, dtype, generator):
+        if not isinstance(self.flow, (str, Flow)):  # a zuko flow, wrapped on a copy
+            from .flows.zuko import ZukoFlow
+
+            flow = ZukoFlow(copy.deepcopy(self.flow)).to(device, dtype)
+            if flow.n_features != Xc.shape[1]:
+                raise ValueError(f"The flow acts on {flow.n_features} features but X "
+                                 f"has {Xc.shape[1]} features.")
+            return flow.standardize_for(_device.to_tensor(Xc, device, dtype), self.alpha)
         if isinstance(self.flow, Flow):
             if self.flow.n_features != Xc.shape[1]:
                 raise ValueError(f"The flow acts on {self.flow.n_features} features but X "

@@ -63,9 +63,13 @@ def flow_to_state(flow):
     """A flow as ``{"class", "config", "state"}``: no torch object, weights on CPU."""
     cls = type(flow)
     name = _qualified_name(cls)
+    config = dict(flow.get_config())
+    # By name only what loads from plain values; a config holding objects (a wrapped
+    # user's zuko module) goes with the class object, for pickle or a trusting skops.
+    by_name = flow_classes().get(name) is cls and all(map(_is_config_value, config.values()))
     return {
-        "class": name if flow_classes().get(name) is cls else cls,
-        "config": dict(flow.get_config()),
+        "class": name if by_name else cls,
+        "config": config,
         "state": {key: value.detach().cpu().numpy()
                   for key, value in flow.state_dict().items()},
     }
@@ -84,8 +88,9 @@ def flow_from_state(stored):
     elif not (isinstance(cls, type) and issubclass(cls, Flow)):
         raise TypeError(f"The stored flow class {cls!r} is not a flowpca Flow.")
     config = stored["config"]
-    if not (isinstance(config, dict) and all(
-            isinstance(key, str) and _is_config_value(value) for key, value in config.items())):
+    # Plain values only for classes looked up by name (a class object was trusted).
+    if not isinstance(config, dict) or isinstance(stored["class"], str) and not all(
+            isinstance(key, str) and _is_config_value(value) for key, value in config.items()):
         raise ValueError(f"Invalid stored flow configuration: {config!r}.")
     arrays = stored["state"]
     if not (isinstance(arrays, dict) and all(isinstance(value, np.ndarray)

@@ -8,7 +8,8 @@ from .implicit import ImplicitFlow
 from .linear import LinearFlow
 from .mlp import MLPFlow
 from .residual import ResidualFlow
+from .zuko import MAFFlow, NSFFlow, ZukoFlow
 
 __all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "InjectiveFlow",
            "ResidualFlow",
-           "ImplicitFlow", "RealNVPFlow"]
+           "ImplicitFlow", "RealNVPFlow", "NSFFlow", "MAFFlow", "ZukoFlow"]
