@@ -86,10 +86,10 @@ def test_log_det_is_the_difference_of_the_two_residual_terms():
 
 def test_power_series_log_det_is_unbiased():
     # One call estimates every row with one number of terms and independent probes, so
-    # the means of the calls over 100 copies of each point are i.i.d.: their mean over
-    # 200 calls lies within 5 standard errors of the exact value at each of the 3 points
+    # the means of the calls over 50 copies of each point are i.i.d.: their mean over
+    # 150 calls lies within 5 standard errors of the exact value at each of the 3 points
     # (a false alarm has probability below 2e-6).
-    n_features, n_copies, n_calls = 4, 100, 200
+    n_features, n_copies, n_calls = 4, 50, 150
     flow = random_flow(n_features, n_blocks=1, seed=3)
     x = random_x(3, n_features, seed=4)
     exact = flow(x)[1]
@@ -258,10 +258,10 @@ def test_density_integrates_to_one_in_2d():
     model = _fit(X, n_layers=2, max_iter=20, flow_params={"hidden_sizes": (16,)})
     # Bi-Lipschitz flow, Gaussian tails: 12 data standard deviations hold the mass.
     half_width = 12 * X.std(axis=0)
-    axes = [np.linspace(model.mean_[i] - half_width[i], model.mean_[i] + half_width[i], 601)
+    axes = [np.linspace(model.mean_[i] - half_width[i], model.mean_[i] + half_width[i], 401)
             for i in range(2)]
     grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).reshape(-1, 2)
-    density = np.exp(model.score_samples(grid)).reshape(601, 601)
+    density = np.exp(model.score_samples(grid)).reshape(401, 401)
     mass = trapezoid(trapezoid(density, axes[1], axis=1), axes[0])
     assert mass == pytest.approx(1.0, abs=1e-2)
 
