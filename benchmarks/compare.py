@@ -284,6 +284,11 @@ def merged_rows(paths, names, keys):
                         row[key] = float(value)
                     elif value == "":
                         row[key] = None
+                values = [row.get(f"recovery_{i}") for i in (1, 2)]
+                if values[0] is not None:
+                    row["recovery"] = " / ".join(f"{v:.3f}" for v in values if v is not None)
+                if row.get("recon_n") is not None:
+                    row["recon_n"] = int(row["recon_n"])
                 rows.append(row)
     rows = [r for r in rows if r["dataset"] in names]
     return sorted(rows, key=lambda r: (names.index(r["dataset"]),
