@@ -44,7 +44,7 @@ RESULTS = Path(__file__).parent / "results"
 REFERENCE = "nfpca-mlp-tuned"
 
 COLUMNS = [("dataset", "data"), ("method", "method"), ("status", "status"),
-           ("test_ll", "test LL"), ("recovery", "recovery |rho|"), ("trust", "trust."),
+           ("test_ll", "test LL"), ("recovery", "recovery abs(rho)"), ("trust", "trust."),
            ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"), ("tune_s", "tune s"),
            ("transform_s", "transform s"), ("score_s", "score s"), ("params", "chosen"),
            ("notes", "notes")]

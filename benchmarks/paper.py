@@ -111,7 +111,7 @@ def follows_manifold(name, quick, out, spectra):
     rows = [claim(
         f"{name}: components 1 and 2 follow the manifold's factors "
         f"({' and '.join(data.factor_names)})",
-        f"|Spearman| flow {ours[0]:.3f} / {ours[1]:.3f}, PCA {theirs[0]:.3f} / "
+        f"abs Spearman flow {ours[0]:.3f} / {ours[1]:.3f}, PCA {theirs[0]:.3f} / "
         f"{theirs[1]:.3f} (fit {seconds:.0f} s on {data.X_train.shape[0]} points)",
         min(ours) > 0.9),
         claim(
@@ -214,7 +214,7 @@ def realnvp_vs_mlp(quick):
         "RealNVP (6 couplings, the paper's comparator) vs the invertible MLP (8 layers) "
         "on the S-curve: the MLP reaches a comparable held-out log-likelihood (within "
         "0.2 nats/sample or better) with far fewer parameters",
-        f"test LL MLP {ll_m:.3f} vs RealNVP {ll_r:.3f}; |Spearman| MLP {rec_m[0]:.3f}/"
+        f"test LL MLP {ll_m:.3f} vs RealNVP {ll_r:.3f}; abs Spearman MLP {rec_m[0]:.3f}/"
         f"{rec_m[1]:.3f} vs RealNVP {rec_r[0]:.3f}/{rec_r[1]:.3f}; parameters {p_m} vs "
         f"{p_r}; fit {s_m:.0f} s vs {s_r:.0f} s ({data.X_train.shape[0]} points)",
         ll_m > ll_r - 0.2 and p_m < p_r)]
