@@ -248,8 +248,8 @@ def test_nsf_local_directions_are_ordered_like_the_mlps_on_the_banana():
     models = []
     for params in (dict(flow="nsf", n_layers=3), dict(flow="mlp")):
         with pytest.warns(Warning):  # max_iter reached
-            models.append(NormalizingFlowPCA(max_iter=100, random_state=0, **params)
-                          .fit(X[:500]))
+            models.append(NormalizingFlowPCA(max_iter=100, learning_rate_init=1e-2,
+                                             random_state=0, **params).fit(X[:500]))
     nsf, mlp = (model.local_directions(X[500:])[:, :, 0] for model in models)
     # The largest-variance local direction is the same one (up to sign) almost everywhere.
     cosines = np.abs(np.einsum("nd,nd->n", nsf, mlp))
