@@ -60,7 +60,8 @@ def _check_axes(ax, n_panels, three_d):
 
 
 def plot_components(model, X, ax=None, *, color_by=(0, 1), n_arrows=40, arrow_length=0.08,
-                    cmap="viridis", point_size=6.0, colorbar=True):
+                    cmap="viridis", point_size=6.0, colorbar=True,
+                    color_quantiles=(0.01, 0.99)):
     """Data coloured by their components, with the local principal directions as arrows.
 
     One panel per entry of ``color_by``: a scatter plot of ``X`` (2-D or 3-D data) whose
@@ -92,6 +93,11 @@ def plot_components(model, X, ax=None, *, color_by=(0, 1), n_arrows=40, arrow_le
         Marker size of the scatter plot (points squared).
     colorbar : bool, default=True
         Whether to add a colour bar to each panel.
+    color_quantiles : tuple of two floats in [0, 1] or None, default=(0.01, 0.99)
+        Quantiles of each component's values that bound its colour scale (values beyond
+        get the end colours). Un-whitened components are heavy-tailed where the local
+        variance is large, and a few extreme points would otherwise wash out the colours
+        of all the others; None uses the full range.
 
     Returns
     -------
@@ -129,6 +135,11 @@ def plot_components(model, X, ax=None, *, color_by=(0, 1), n_arrows=40, arrow_le
                          "features. Plot the components themselves (model.transform(X)) "
                          "for higher-dimensional data.")
     three_d = n_features == 3
+    if color_quantiles is not None:
+        low, high = (float(q) for q in color_quantiles)
+        if not 0 <= low < high <= 1:
+            raise ValueError("color_quantiles must be an increasing pair in [0, 1] or "
+                             f"None, got {color_quantiles!r}.")
     color_by = [int(i) for i in np.atleast_1d(color_by) if 0 <= int(i) < model.n_components_]
     if not color_by:
         raise ValueError(f"color_by selects no component of the model's "
@@ -153,7 +164,11 @@ def plot_components(model, X, ax=None, *, color_by=(0, 1), n_arrows=40, arrow_le
     labels = _feature_labels(model, n_features)
 
     for axis, component in zip(axes, color_by):
-        points = axis.scatter(*X.T, c=components[:, component], cmap=cmap, s=point_size)
+        values = components[:, component]
+        limits = {}
+        if color_quantiles is not None and values.size:
+            limits = dict(zip(("vmin", "vmax"), np.quantile(values, color_quantiles)))
+        points = axis.scatter(*X.T, c=values, cmap=cmap, s=point_size, **limits)
         for i in range(n_arrow_components if rows.size else 0):
             arrow_kw = dict(color=_ARROW_COLORS[i], label=f"$v_{i + 1}(x)$")
             if three_d:

@@ -239,3 +239,18 @@ def test_loss_curve_errors(plane):
         plot_loss_curve(model)
     with pytest.raises(NotFittedError):
         plot_loss_curve(NormalizingFlowPCA())
+
+
+def test_component_colour_scale_ignores_the_extreme_tails(banana):
+    model, X = banana
+    components = model.transform(X)
+    robust, full = (plot_components(model, X, n_arrows=0, color_quantiles=quantiles)[0]
+                    for quantiles in ((0.05, 0.95), None))
+    norm = robust.collections[0].norm
+    np.testing.assert_allclose((norm.vmin, norm.vmax),
+                               np.quantile(components[:, 0], (0.05, 0.95)))
+    norm = full.collections[0].norm
+    np.testing.assert_allclose((norm.vmin, norm.vmax),
+                               (components[:, 0].min(), components[:, 0].max()))
+    with pytest.raises(ValueError, match="color_quantiles"):
+        plot_components(model, X, color_quantiles=(0.9, 0.1))
