@@ -182,7 +182,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Further keyword arguments of the flow family named by ``flow`` (its architecture
         beyond ``n_layers``), checked when fitting: an unknown key raises ``ValueError``
         listing the accepted ones. 'mlp' accepts ``noise_scale`` (0.01) and
-        ``hidden_scale`` (0.5) of its initialization (see
+        ``hidden_scale`` (1.0) of its initialization (see
         :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
         fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none; 'nsf' accepts
@@ -212,22 +212,27 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'exact' solves the linear flow in closed form (eigendecomposition of
         ``Sigma + alpha I``); 'adam' trains any flow by mini-batch gradient descent;
         'auto' is 'exact' for the linear flow and 'adam' otherwise.
-    max_iter : int, default=400
-        Maximum number of epochs for 'adam'. (On the paper's S-curve, 200 epochs with
-        ``n_iter_no_change=10`` recovered the latent factors for some model seeds only;
-        recovery still varies with the data draw, see
-        ``benchmarks/results/s_curve_recovery.md``.)
+    max_iter : int, default=2000
+        Maximum number of epochs for 'adam'. The defaults of this,
+        ``learning_rate_init`` and ``n_iter_no_change`` were chosen on the paper's
+        S-curve (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``): the
+        curled ends of the curve resolve only late, while the adaptive schedule anneals
+        the step size, typically after 1 000 to 2 000 epochs (about a minute of CPU on
+        one thread); stopping at 400 epochs, or after 20 epochs without progress, left
+        their local variance across the surface 10 to 100 times too large.
     batch_size : int, default=200
         Mini-batch size for 'adam' (capped at the number of samples).
-    learning_rate_init : float, default=1e-2
-        Initial Adam step size (the adaptive schedule lowers it on plateaus).
+    learning_rate_init : float, default=3e-2
+        Initial Adam step size (the adaptive schedule lowers it on plateaus). On the
+        S-curve, 3e-2 followed by the annealing resolved the ends of the curve where 1e-2
+        did not within the same number of steps.
     learning_rate : {'adaptive', 'constant'}, default='adaptive'
         'adaptive' divides the step size by 5 whenever the loss (or validation score)
         stops improving by ``tol`` for ``n_iter_no_change`` epochs, and stops when it falls
         below 1e-6; 'constant' stops at the first such plateau.
     tol : float, default=1e-4
         Improvement (nats per sample) below which an epoch counts as no progress.
-    n_iter_no_change : int, default=20
+    n_iter_no_change : int, default=40
         Epochs without progress tolerated before the plateau rule above applies.
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the data, follow its log-likelihood for
@@ -352,8 +357,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
                  activation="asinh", flow_params=None, penalty_estimator="auto",
                  svd_solver="auto", inverse_tol=1e-8, inverse_max_iter=100, solver="auto",
-                 max_iter=400, batch_size=200, learning_rate_init=1e-2,
-                 learning_rate="adaptive", tol=1e-4, n_iter_no_change=20,
+                 max_iter=2000, batch_size=200, learning_rate_init=3e-2,
+                 learning_rate="adaptive", tol=1e-4, n_iter_no_change=40,
                  early_stopping=False, validation_fraction=0.1, device="auto",
                  dtype="auto", random_state=None, verbose=0,
                  intrinsic_dimension_threshold=100.0):
