@@ -14,6 +14,8 @@ import warnings
 import pytest
 
 import flowpca
+from flowpca import flows
+from flowpca.flows import coupling, implicit, injective, residual, zuko
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -60,6 +62,8 @@ def test_docstring_examples(module_name, _headless_matplotlib):
     module = _import(module_name)
     if module_name == "flowpca.plotting":
         pytest.importorskip("matplotlib")
+    if module_name == "flowpca.flows.zuko":  # imports without zuko; its examples need it
+        pytest.importorskip("zuko")
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
     with warnings.catch_warnings():
         # Examples train for a few epochs only: not converging is expected there.
@@ -70,12 +74,23 @@ def test_docstring_examples(module_name, _headless_matplotlib):
     assert results.failed == 0, f"{results.failed} docstring example(s) failed in {module_name}"
 
 
+# The flow families beyond the linear and MLP flows, and their builders (``flow='...'``).
+_FLOW_CLASSES = [flows.RealNVPFlow, flows.ResidualFlow, flows.ImplicitFlow, flows.ZukoFlow,
+                 flows.NSFFlow, flows.MAFFlow, flows.InjectiveFlow, flows.BiLipschitzMLPFlow]
+_FLOW_BUILDERS = [coupling.build_realnvp, residual.build_residual, implicit.build_implicit,
+                  zuko.build_nsf, zuko.build_maf, injective.build_injective]
+
+# Public methods that return nothing (no Returns section needed).
+_RETURNS_NOTHING = {"finalize_training", "reset_parameters"}
+
+
 # The public API whose docstrings must show Parameters (callables taking arguments),
 # Returns (functions and methods) and Examples.
 def _public_api():
-    from flowpca import datasets, flows, plotting
+    from flowpca import datasets, plotting
 
-    objects = [flowpca.NormalizingFlowPCA, flows.Flow, flows.LinearFlow, flows.MLPFlow]
+    objects = [flowpca.NormalizingFlowPCA, flows.Flow, flows.LinearFlow, flows.MLPFlow,
+               *_FLOW_CLASSES, *_FLOW_BUILDERS]
     for module in (datasets, plotting):
         objects += [obj for name, obj in vars(module).items()
                     if inspect.isfunction(obj) and not name.startswith("_")
@@ -92,3 +107,25 @@ def test_public_docstrings_have_numpydoc_sections(obj):
     sections = ["Parameters", "Examples"] + ([] if inspect.isclass(obj) else ["Returns"])
     missing = [name for name in sections if f"{name}\n{'-' * len(name)}" not in doc]
     assert not missing, f"{obj.__qualname__} docstring lacks {missing}"
+
+
+def _flow_methods():
+    """Public methods defined by the flow classes of ``_FLOW_CLASSES`` themselves."""
+    methods = []
+    for cls in _FLOW_CLASSES:
+        for name in vars(cls):
+            obj = getattr(cls, name)
+            if not name.startswith("_") and (inspect.isfunction(obj) or inspect.ismethod(obj)):
+                methods.append(pytest.param(obj, id=f"{cls.__name__}.{name}"))
+    return methods
+
+
+@pytest.mark.parametrize("method", _flow_methods())
+def test_flow_methods_have_parameters_and_returns(method):
+    doc = inspect.getdoc(method) or ""
+    takes_arguments = any(name not in ("self", "cls")
+                          for name in inspect.signature(method).parameters)
+    sections = (["Parameters"] if takes_arguments else []) + (
+        [] if method.__name__ in _RETURNS_NOTHING else ["Returns"])
+    missing = [name for name in sections if f"{name}\n{'-' * len(name)}" not in doc]
+    assert not missing, f"{method.__qualname__} docstring lacks {missing}"

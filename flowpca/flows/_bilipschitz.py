@@ -72,6 +72,23 @@ class BiLipschitzMLPFlow(MLPFlow):
     The activation ``asinh`` has slopes that vanish far out, so only its affine layers,
     not the whole inverse, are bi-Lipschitz there; 'leaky_softplus' (slopes in
     ``(0.1, 1)``) makes the whole flow bi-Lipschitz.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import BiLipschitzMLPFlow
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = BiLipschitzMLPFlow.from_data(X, alpha=1e-3, n_layers=2, lipschitz=2.0,
+    ...                                     generator=torch.Generator().manual_seed(0))
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([20, 3]), torch.Size([20]))
+    >>> torch.allclose(flow.inverse(y), X)
+    True
+    >>> s = flow.singular_values()
+    >>> bool((s >= 0.5).all() and (s <= 2.0).all())
+    True
     """
 
     def __init__(self, n_features, n_layers=8, activation="asinh", lipschitz=2.0):
@@ -87,11 +104,23 @@ class BiLipschitzMLPFlow(MLPFlow):
         self.register_buffer("right_basis", eye.clone())
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {**super().get_config(), "lipschitz": self.lipschitz}
 
     def singular_values(self):
-        """The singular values ``s_l`` of every ``W_l``, shape ``(n_layers + 1, D)``."""
+        """The singular values ``s_l`` of every ``W_l``, shape ``(n_layers + 1, D)``.
+
+        Returns
+        -------
+        torch.Tensor of shape (n_layers + 1, D)
+            ``s_l = L ** tanh(theta_l)``, inside ``(1/L, L)``.
+        """
         return torch.exp(math.log(self.lipschitz) * torch.tanh(self.log_scale_logits))
 
     @property

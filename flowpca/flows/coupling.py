@@ -140,6 +140,22 @@ class RealNVPFlow(Flow):
     References
     ----------
     L. Dinh, J. Sohl-Dickstein and S. Bengio, "Density estimation using Real NVP", ICLR 2017.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import RealNVPFlow
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,),
+    ...                              generator=torch.Generator().manual_seed(0))
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([20, 3]), torch.Size([20]))
+    >>> torch.allclose(flow.inverse(y), X)
+    True
+    >>> flow.jacobian(X[:2]).shape
+    torch.Size([2, 3, 3])
     """
 
     def __init__(self, n_features, n_couplings=6, hidden_features=(64, 64),
@@ -168,14 +184,31 @@ class RealNVPFlow(Flow):
         self.reset_parameters(torch.Generator().manual_seed(0))
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {"n_features": self.n_features, "n_couplings": self.n_couplings,
                 "hidden_features": self.hidden_features, "scale_clamp": self.scale_clamp}
 
     @torch.no_grad()
     def reset_parameters(self, generator):
         """Identity input layer and identity couplings, hidden layers drawn from
-        ``generator``."""
+        ``generator``.
+
+        Parameters
+        ----------
+        generator : torch.Generator
+            Source of the conditioners' hidden weights (on the flow's device).
+
+        Returns
+        -------
+        None
+            The parameters are set in place.
+        """
         self.weight.copy_(torch.eye(self.n_features, dtype=self.weight.dtype))
         self.bias.zero_()
         for conditioner in self.conditioners:
@@ -430,6 +463,23 @@ def build_realnvp(X, settings):
     Returns
     -------
     flow : RealNVPFlow
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows.coupling import build_realnvp
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> flow = build_realnvp(X, settings)
+    >>> flow.n_couplings
+    2
+    >>> y, log_abs_det = flow(X)
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
     params = settings.params("realnvp", DEFAULT_PARAMS)
     return RealNVPFlow.from_data(

@@ -124,6 +124,20 @@ class ImplicitFlow(ResidualFlow):
     References
     ----------
     C. Lu, J. Chen, C. Li, Q. Wang, J. Zhu, "Implicit Normalizing Flows", ICLR 2021.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import ImplicitFlow
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = ImplicitFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
+    ...                               generator=torch.Generator().manual_seed(0))
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([20, 3]), torch.Size([20]))
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
 
     def _make_block(self):
@@ -205,5 +219,33 @@ def build_implicit(X, settings):
     :func:`flowpca.flows.residual.build_residual`), applying to both ``g_x`` and ``g_z``
     of every block; ``inverse_tol`` and ``inverse_max_iter`` bound the root finding in
     both directions.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Centered training data; its dtype and device are the flow's.
+    settings : FlowSettings
+        The estimator's settings (:class:`flowpca.flows._families.FlowSettings`).
+
+    Returns
+    -------
+    flow : ImplicitFlow
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows.implicit import build_implicit
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_sizes": (8,)},
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> flow = build_implicit(X, settings)
+    >>> flow.n_blocks
+    2
+    >>> y, log_abs_det = flow(X)
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
     return build_residual_like(ImplicitFlow, "implicit", X, settings)

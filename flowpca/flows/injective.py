@@ -78,6 +78,33 @@ class InjectiveFlow(Flow):
         The bijection ``h`` of ``R^D`` (padded latent to data).
     base : MLPFlow
         The latent density's flow ``R^d -> R^d``.
+
+    Examples
+    --------
+    Points of a plane in ``R^3`` (``d = 2``): with the identity initialization of the
+    constructor the manifold is the plane of the last two coordinates.
+
+    >>> import torch
+    >>> from flowpca.flows import InjectiveFlow
+    >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
+    >>> z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> x = flow.generate(z)
+    >>> x.shape
+    torch.Size([5, 3])
+    >>> torch.allclose(flow.project(x), z)
+    True
+
+    ``forward`` returns the ``d`` latent coordinates followed by the ``D`` coordinates
+    of the scaled off-manifold residual ``(x - x_hat) / sigma``:
+
+    >>> y, log_abs_det = flow(x)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([5, 5]), torch.Size([5]))
+    >>> torch.allclose(flow.inverse(y), x)
+    True
+    >>> bool(flow.off_manifold_distance(x).max() < 1e-8)
+    True
     """
 
     is_injective = True
@@ -105,7 +132,13 @@ class InjectiveFlow(Flow):
         self._generator = None
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {"n_features": self.n_features, "n_components": self.n_components,
                 "n_layers": self.n_layers, "latent_layers": self.latent_layers,
                 "activation": self.activation, "noise_variance": self.noise_variance,
@@ -117,20 +150,63 @@ class InjectiveFlow(Flow):
         return torch.cat((zeros, z), dim=1)
 
     def project(self, x):
-        """Latent coordinates ``z = g^+(x)`` of (centered) points, shape ``(n, d)``."""
+        """Latent coordinates ``z = g^+(x)`` of (centered) points, shape ``(n, d)``.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Centered points.
+
+        Returns
+        -------
+        z : torch.Tensor of shape (n, d)
+        """
         return self.body.inverse(x)[:, self.n_features - self.n_components:]
 
     def generate(self, z):
-        """Points ``g(z)`` on the manifold (centered), shape ``(n, D)``."""
+        """Points ``g(z)`` on the manifold (centered), shape ``(n, D)``.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (n, d)
+            Latent points.
+
+        Returns
+        -------
+        x : torch.Tensor of shape (n, D)
+        """
         return self.body._map(self._pad(z))
 
     def reconstruct(self, x):
-        """``(z, x_hat)``: the latent coordinates and the projection onto the manifold."""
+        """``(z, x_hat)``: the latent coordinates and the projection onto the manifold.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Centered points.
+
+        Returns
+        -------
+        z : torch.Tensor of shape (n, d)
+            ``g^+(x)``.
+        x_hat : torch.Tensor of shape (n, D)
+            ``g(g^+(x))``.
+        """
         z = self.project(x)
         return z, self.generate(z)
 
     def off_manifold_distance(self, x):
-        """``||x - g(g^+(x))||`` per row: 0 on the manifold."""
+        """``||x - g(g^+(x))||`` per row: 0 on the manifold.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Centered points.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         z, x_hat = self.reconstruct(x)
         return (x - x_hat).norm(dim=1)
 
@@ -155,7 +231,17 @@ class InjectiveFlow(Flow):
         return jg, jg_transpose
 
     def jacobian_g(self, z):
-        """``J_g(z)``, shape ``(n, D, d)``, from ``d`` tangents pushed through the body."""
+        """``J_g(z)``, shape ``(n, D, d)``, from ``d`` tangents pushed through the body.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (n, d)
+            Latent points.
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D, d)
+        """
         jg, _ = self._jacobian_operators(z)
         eye = torch.eye(self.n_components, dtype=z.dtype, device=z.device)
         return jg(eye.expand(z.shape[0], -1, -1)).transpose(1, 2)
@@ -164,7 +250,17 @@ class InjectiveFlow(Flow):
         """``1/2 log det(J_g^T J_g) = sum_i log sigma_i(J_g)`` at ``z`` per row
         (differentiable). From the singular values of ``J_g`` rather than a Cholesky
         factor of ``J_g^T J_g``, which squares the condition number: no jitter needed,
-        and the gradient of singular values is stable even when they repeat."""
+        and the gradient of singular values is stable even when they repeat.
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (n, d)
+            Latent points.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         singular_values = torch.linalg.svdvals(self.jacobian_g(z))
         return singular_values.clamp_min(torch.finfo(z.dtype).tiny).log().sum(dim=1)
 
@@ -209,7 +305,17 @@ class InjectiveFlow(Flow):
 
     def volume_term(self, z):
         """``1/2 log det(J_g^T J_g)`` with the gradient of the flow's ``volume`` mode
-        (the stochastic one only while training with gradients)."""
+        (the stochastic one only while training with gradients).
+
+        Parameters
+        ----------
+        z : torch.Tensor of shape (n, d)
+            Latent points.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         if self.volume == "exact" or not (self.training and torch.is_grad_enabled()):
             return self.half_log_det_gram(z)
         with torch.no_grad():
@@ -218,7 +324,17 @@ class InjectiveFlow(Flow):
 
     def manifold_log_likelihood(self, x):
         """``log p_z(z) - 1/2 log det(J_g^T J_g)`` at ``z = g^+(x)``: the density on the
-        manifold of the projection of ``x`` (w.r.t. the manifold's volume measure)."""
+        manifold of the projection of ``x`` (w.r.t. the manifold's volume measure).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Centered points.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         z = self.project(x)
         y, log_det_base = self.base(z)
         log_pz = (-0.5 * y.pow(2).sum(dim=1) - 0.5 * self.n_components * math.log(2 * math.pi)
@@ -232,6 +348,17 @@ class InjectiveFlow(Flow):
         ``-||y||^2 / 2 - D/2 log(2 pi) + log_abs_det`` equals
         ``log p(x_hat) + log N(x - x_hat; 0, sigma^2 I_{D-d})``: the training objective
         (negated) of the rectangular flow, a density thickened off the manifold.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+            Centered points.
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, d + D)
+            The base flow's image of ``z = g^+(x)``, then ``(x - x_hat) / sigma``.
+        log_abs_det : torch.Tensor of shape (n,)
         """
         z, x_hat = self.reconstruct(x)
         y_latent, log_det_base = self.base(z)
@@ -243,17 +370,54 @@ class InjectiveFlow(Flow):
 
     def inverse(self, y):
         """``g(base^{-1}(y[:, :d]))``: the point on the manifold (off-manifold part of
-        ``y`` ignored), so that sampling ``y ~ N(0, I)`` samples the manifold."""
+        ``y`` ignored), so that sampling ``y ~ N(0, I)`` samples the manifold.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (n, k), k >= d
+            Latent points; only the first ``d`` columns are used.
+
+        Returns
+        -------
+        x : torch.Tensor of shape (n, D)
+        """
         return self.generate(self.base.inverse(y[:, :self.n_components]))
 
     def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
         """``forward(x)`` and a zero penalty: the injective flow has no Tikhonov term
-        (``alpha`` sets the noise floor instead, see :func:`build_injective`)."""
+        (``alpha`` sets the noise floor instead, see :func:`build_injective`).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        method, n_probes, generator
+            Accepted for the :class:`Flow` contract and ignored.
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, d + D)
+        log_abs_det : torch.Tensor of shape (n,)
+            As in :meth:`forward`.
+        frobenius_sq : torch.Tensor of shape (n,)
+            Zeros.
+        """
         y, log_abs_det = self.forward(x)
         return y, log_abs_det, torch.zeros_like(log_abs_det)
 
     def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """Zero: no Tikhonov penalty (see :meth:`forward_and_frobenius_sq`)."""
+        """Zero: no Tikhonov penalty (see :meth:`forward_and_frobenius_sq`).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        method, n_probes, generator
+            Accepted for the :class:`Flow` contract and ignored.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+            Zeros.
+        """
         return x.new_zeros(x.shape[0])
 
 
@@ -311,6 +475,34 @@ def build_injective(X, settings):
     accepts ``latent_layers`` (2), ``noise_variance`` (None: ``alpha`` plus ``1e-3``
     times the mean feature variance), ``volume`` ('exact') and ``n_probes`` (1); the
     body has ``n_layers`` hidden blocks.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Centered training data; its dtype and device are the flow's.
+    settings : FlowSettings
+        The estimator's settings (:class:`flowpca.flows._families.FlowSettings`).
+
+    Returns
+    -------
+    flow : InjectiveFlow
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows.injective import build_injective
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"latent_layers": 1},
+    ...                         n_components=2,
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> flow = build_injective(X, settings)
+    >>> flow.project(X).shape
+    torch.Size([20, 2])
+    >>> flow.off_manifold_distance(X).shape
+    torch.Size([20])
     """
     params = settings.params("injective", {"latent_layers": 2, "noise_variance": None,
                                            "volume": "exact", "n_probes": 1})

@@ -25,7 +25,21 @@ _EXACT_CHUNK_FLOATS = 2**23
 
 def whitening(X, alpha):
     """``diag((lambda + alpha)^-1/2) V^T`` for ``X^T X / n + alpha I = V diag(lambda +
-    alpha) V^T``: the linear flow's optimum (``X`` centered)."""
+    alpha) V^T``: the linear flow's optimum (``X`` centered).
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, D)
+        Centered data.
+    alpha : float
+        Variance floor.
+
+    Returns
+    -------
+    torch.Tensor of shape (D, D)
+        ``W`` with ``W (X^T X / n + alpha I) W^T = I`` (eigenvalues below the floor's
+        rounding clamped).
+    """
     n_samples, n_features = X.shape
     X = X.detach()
     eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
@@ -114,6 +128,20 @@ class ResidualFlow(Flow):
     J. Behrmann et al., "Invertible Residual Networks", ICML 2019.
     R. T. Q. Chen et al., "Residual Flows for Invertible Generative Modeling",
     NeurIPS 2019.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import ResidualFlow
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
+    ...                               generator=torch.Generator().manual_seed(0))
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([20, 3]), torch.Size([20]))
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
 
     def __init__(self, n_features, n_blocks=8, hidden_sizes=(32, 32), lipschitz=0.9,
@@ -143,7 +171,13 @@ class ResidualFlow(Flow):
                                       self.n_power_iterations, self.activation)
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {"n_features": self.n_features, "n_blocks": self.n_blocks,
                 "hidden_sizes": self.hidden_sizes, "lipschitz": self.lipschitz,
                 "n_power_iterations": self.n_power_iterations,
@@ -190,7 +224,13 @@ class ResidualFlow(Flow):
         return list(self.blocks)
 
     def finalize_training(self):
-        """Rescale every layer by its exact spectral norm (see :meth:`LipschitzMLP.finalize`)."""
+        """Rescale every layer by its exact spectral norm (see :meth:`LipschitzMLP.finalize`).
+
+        Returns
+        -------
+        None
+            The weights are rescaled in place.
+        """
         for g in self._g_modules():
             g.finalize()
 
@@ -321,12 +361,32 @@ class ResidualFlow(Flow):
         return y, T.squeeze(1)
 
     def jacobian(self, x):
-        """Per-row Jacobians ``(n, D, D)``, by pushing the identity through the blocks."""
+        """Per-row Jacobians ``(n, D, D)``, by pushing the identity through the blocks.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        torch.Tensor of shape (n, D, D)
+            ``J[i] = J_f(x[i])``.
+        """
         return self._pass(x, identity=True, log_det=False)[2].transpose(1, 2)
 
     def inverse_jacobian_operators(self, x):
         """Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` from one LU factorization of
-        each row's Jacobian (see :meth:`Flow.inverse_jacobian_operators`)."""
+        each row's Jacobian (see :meth:`Flow.inverse_jacobian_operators`).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        apply_inverse, apply_inverse_transpose : callable
+            ``(n, q, D) -> (n, q, D)``, rows ``v`` to ``J^{-1} v`` (resp. ``J^{-T} v``).
+        """
         jacobian = self.jacobian(x)
         LU, pivots = _linalg.lu_factor(jacobian)
         LU_T, pivots_T = _linalg.lu_factor(jacobian.transpose(1, 2))
@@ -340,11 +400,43 @@ class ResidualFlow(Flow):
         return apply_inverse, apply_inverse_transpose
 
     def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """Squared Frobenius norm ``||J_f(x)||_F^2`` per row (see :meth:`Flow.frobenius_sq`)."""
+        """Squared Frobenius norm ``||J_f(x)||_F^2`` per row (see :meth:`Flow.frobenius_sq`).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        method : {'exact', 'hutchinson'}, default='exact'
+            'exact' pushes the identity through the blocks (about ``D`` passes);
+            'hutchinson' returns the unbiased ``mean_k ||J eps_k||^2``,
+            ``eps_k ~ N(0, I)`` (about ``n_probes`` passes).
+        n_probes : int, default=1
+            Number of probes for 'hutchinson'.
+        generator : torch.Generator
+            Source of the probes; required for 'hutchinson'.
+
+        Returns
+        -------
+        torch.Tensor of shape (n,)
+        """
         return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
 
     def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """``forward(x)`` and ``frobenius_sq(x)`` from one pass (probes pushed along)."""
+        """``forward(x)`` and ``frobenius_sq(x)`` from one pass (probes pushed along).
+
+        Parameters
+        ----------
+        x, method, n_probes
+            As in :meth:`frobenius_sq`.
+        generator : torch.Generator, optional
+            Source of the probes (required for 'hutchinson'), also used by the
+            power-series log-determinant estimator when it is active.
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, D)
+        log_abs_det : torch.Tensor of shape (n,)
+        frobenius_sq : torch.Tensor of shape (n,)
+        """
         return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
 
     def _frobenius_pass(self, x, method, n_probes, generator, log_det):
@@ -383,7 +475,21 @@ def _probability(name, value, closed_right=False):
 
 def residual_params(family, settings, extra_defaults=None):
     """``flow_params`` of the residual-type families, merged into the defaults and
-    validated (``ValueError`` naming the key)."""
+    validated (``ValueError`` naming the key).
+
+    Parameters
+    ----------
+    family : str
+        The family's name, for error messages.
+    settings : FlowSettings
+    extra_defaults : dict, optional
+        Further accepted keys with their defaults.
+
+    Returns
+    -------
+    params : dict
+        Every accepted key (see :func:`build_residual`) with its validated value.
+    """
     defaults = {"hidden_sizes": (32, 32), "lipschitz": 0.9, "n_power_iterations": 1,
                 "activation": "lipswish", "exact_logdet_max_features": 10,
                 "eval_exact_logdet_max_features": 512, "n_exact_terms": 2,
@@ -418,7 +524,17 @@ def residual_params(family, settings, extra_defaults=None):
 
 
 def draw_seed(generator):
-    """A seed for a flow's private generator, drawn from the estimator's generator."""
+    """A seed for a flow's private generator, drawn from the estimator's generator.
+
+    Parameters
+    ----------
+    generator : torch.Generator
+
+    Returns
+    -------
+    int
+        In ``[0, 2**31 - 1)``.
+    """
     return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
 
 
@@ -439,13 +555,56 @@ def build_residual(X, settings):
     - ``inverse_tol`` (float, default 1e-10) and ``inverse_max_iter`` (int, default
       500): fixed-point inversion of the blocks;
     - ``output_scale`` (float, default 0.1): initial scale of each ``g``'s last layer.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Centered training data; its dtype and device are the flow's.
+    settings : FlowSettings
+        The estimator's settings (:class:`flowpca.flows._families.FlowSettings`).
+
+    Returns
+    -------
+    flow : ResidualFlow
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows.residual import build_residual
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_sizes": (8,)},
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> flow = build_residual(X, settings)
+    >>> flow.n_blocks
+    2
+    >>> y, log_abs_det = flow(X)
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
     return build_residual_like(ResidualFlow, "residual", X, settings)
 
 
 def build_residual_like(cls, family, X, settings):
     """``cls.from_data`` with ``settings.n_layers`` blocks and the validated
-    ``flow_params`` of ``family`` (see :func:`residual_params`)."""
+    ``flow_params`` of ``family`` (see :func:`residual_params`).
+
+    Parameters
+    ----------
+    cls : type
+        :class:`ResidualFlow` or a subclass.
+    family : str
+        The family's name, for error messages.
+    X : torch.Tensor of shape (n_samples, n_features)
+        Centered training data.
+    settings : FlowSettings
+
+    Returns
+    -------
+    flow : cls
+    """
     params = residual_params(family, settings)
     output_scale = params.pop("output_scale")
     seed = draw_seed(settings.generator)

@@ -118,6 +118,26 @@ class ZukoFlow(Flow):
     rows), measured 2-3 times cheaper than forward mode through zuko's splines. A fitted estimator with a wrapped user flow is stored with the flow's
     classes (pickle, or skops with those types trusted); :class:`NSFFlow` and
     :class:`MAFFlow` store as arguments and arrays only.
+
+    Examples
+    --------
+    zuko initializes its networks from torch's global generator: build the zuko flow
+    inside :func:`torch.random.fork_rng` to keep the global state as it was.
+
+    >>> import torch
+    >>> import zuko
+    >>> from flowpca.flows import ZukoFlow
+    >>> with torch.random.fork_rng(devices=[]):
+    ...     _ = torch.manual_seed(0)
+    ...     maf = zuko.flows.MAF(2, transforms=1, hidden_features=(8,))
+    >>> X = torch.randn(10, 2, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = ZukoFlow(maf.to(torch.float64)).standardize_for(X)
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([10, 2]), torch.Size([10]))
+    >>> torch.allclose(flow.inverse(y), X)
+    True
     """
 
     def __init__(self, flow, n_features=None):
@@ -139,7 +159,13 @@ class ZukoFlow(Flow):
                              f"vectors of {self.n_features} features.") from error
 
     def get_config(self):
-        """Constructor arguments: the wrapped zuko module (a copy, on CPU)."""
+        """Constructor arguments: the wrapped zuko module (a copy, on CPU).
+
+        Returns
+        -------
+        config : dict
+            ``flow`` (the copied transform) and ``n_features``.
+        """
         return {"flow": copy.deepcopy(self.transform).cpu(), "n_features": self.n_features}
 
     @torch.no_grad()
@@ -287,6 +313,11 @@ class ZukoFlow(Flow):
         """``forward(x)`` and ``frobenius_sq(x)`` from one forward pass (the same
         estimate as :meth:`frobenius_sq` for the same ``generator`` state).
 
+        Parameters
+        ----------
+        x, method, n_probes, generator
+            As in :meth:`frobenius_sq`.
+
         Returns
         -------
         y : torch.Tensor of shape (n, D)
@@ -327,6 +358,19 @@ class NSFFlow(ZukoFlow):
     References
     ----------
     C. Durkan, A. Bekasov, I. Murray and G. Papamakarios, "Neural Spline Flows", 2019.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import NSFFlow
+    >>> X = torch.randn(10, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = NSFFlow(3, transforms=2, hidden_features=(8,), seed=0).standardize_for(X)
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([10, 3]), torch.Size([10]))
+    >>> torch.allclose(flow.inverse(y), X)
+    True
     """
 
     def __init__(self, n_features, transforms=3, hidden_features=(64, 64), bins=8, seed=0):
@@ -339,7 +383,13 @@ class NSFFlow(ZukoFlow):
         self.bins, self.seed = int(bins), int(seed)
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {"n_features": self.n_features, "transforms": self.transforms,
                 "hidden_features": self.hidden_features, "bins": self.bins,
                 "seed": self.seed}
@@ -366,6 +416,19 @@ class MAFFlow(ZukoFlow):
     ----------
     G. Papamakarios, T. Pavlakou and I. Murray, "Masked Autoregressive Flow for Density
     Estimation", 2017.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows import MAFFlow
+    >>> X = torch.randn(10, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,), seed=0).standardize_for(X)
+    >>> y, log_abs_det = flow(X)
+    >>> y.shape, log_abs_det.shape
+    (torch.Size([10, 3]), torch.Size([10]))
+    >>> torch.allclose(flow.inverse(y), X)
+    True
     """
 
     def __init__(self, n_features, transforms=3, hidden_features=(64, 64), seed=0):
@@ -377,7 +440,13 @@ class MAFFlow(ZukoFlow):
         self.seed = int(seed)
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {"n_features": self.n_features, "transforms": self.transforms,
                 "hidden_features": self.hidden_features, "seed": self.seed}
 
@@ -398,6 +467,34 @@ def build_nsf(X, settings):
     200 with the exact 2-D penalty, several times the unpenalized step. The estimator's
     default ``n_layers=8`` costs about 8/3 of that; 3 layers is a good start for small
     ``D``.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Centered training data; its dtype and device are the flow's.
+    settings : FlowSettings
+        The estimator's settings (:class:`flowpca.flows._families.FlowSettings`).
+
+    Returns
+    -------
+    flow : NSFFlow
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows.zuko import build_nsf
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> flow = build_nsf(X, settings)
+    >>> flow.transforms
+    2
+    >>> y, log_abs_det = flow(X)
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
     params = settings.params("nsf", {"hidden_features": (64, 64), "bins": 8})
     flow = NSFFlow(X.shape[1], transforms=settings.n_layers,
@@ -411,6 +508,34 @@ def build_maf(X, settings):
 
     ``n_layers`` autoregressive layers; ``flow_params`` may set ``hidden_features``
     (default (64, 64)).
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n_samples, n_features)
+        Centered training data; its dtype and device are the flow's.
+    settings : FlowSettings
+        The estimator's settings (:class:`flowpca.flows._families.FlowSettings`).
+
+    Returns
+    -------
+    flow : MAFFlow
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows.zuko import build_maf
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> flow = build_maf(X, settings)
+    >>> flow.transforms
+    2
+    >>> y, log_abs_det = flow(X)
+    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+    True
     """
     params = settings.params("maf", {"hidden_features": (64, 64)})
     flow = MAFFlow(X.shape[1], transforms=settings.n_layers,
