@@ -14,7 +14,7 @@ Writes ``compare.md`` and ``compare.csv`` (``compare_quick.*`` with ``--quick``)
 ``--out``. Asserts nothing.
 
 Usage: ``python benchmarks/compare.py [--quick] [--datasets a,b] [--methods pca,nfpca-*]
-[--threads 1] [--out DIR]``.
+[--threads 1] [--out DIR] [--stem NAME] [--flow-steps N] [--tune-steps N]``.
 """
 
 import argparse
@@ -26,6 +26,7 @@ import sys
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -225,13 +226,22 @@ def parse_args(argv=None):
                         help="write one report from the rows of earlier runs' CSV files "
                         "(e.g. runs split by method) instead of running anything")
     parser.add_argument("--note", default="", help="a line added to the report's header")
+    parser.add_argument("--flow-steps", type=int, default=None, metavar="N",
+                        help="override the budget's gradient steps of each final flow fit "
+                        "(default 4000, 60 with --quick); data sizes are unchanged")
+    parser.add_argument("--tune-steps", type=int, default=None, metavar="N",
+                        help="override the budget's gradient steps of each alpha-tuning "
+                        "fit (default 600, 20 with --quick)")
+    parser.add_argument("--stem", default="compare",
+                        help="output file name stem: writes STEM.md/.csv (STEM_quick.* with "
+                        "--quick) under --out (default compare)")
     return parser.parse_args(argv)
 
 
 def write_report(rows, args, env, budget, seconds):
     suffix = "_quick" if args.quick else ""
     args.out.mkdir(parents=True, exist_ok=True)
-    write_csv(args.out / f"compare{suffix}.csv", rows, CSV_KEYS)
+    write_csv(args.out / f"{args.stem}{suffix}.csv", rows, CSV_KEYS)
     sizes = sorted({(r["dataset"], r.get("n")) for r in rows if r.get("n")})
     text = [
         "# NormalizingFlowPCA vs PCA, KernelPCA, Isomap, LLE, GaussianMixture, "
@@ -270,7 +280,7 @@ def write_report(rows, args, env, budget, seconds):
                        + [(k, t) for k, t, _ in _DIRECTIONS], head_to_head(rows)),
         "",
     ]
-    (args.out / f"compare{suffix}.md").write_text("\n".join(text))
+    (args.out / f"{args.stem}{suffix}.md").write_text("\n".join(text))
 
 
 def merged_rows(paths, names, keys):
@@ -308,6 +318,8 @@ def main(argv=None):
         return
     names = select(datasets.NAMES, args.datasets)
     budget = Budget.for_mode(args.quick)
+    overrides = {"flow_steps": args.flow_steps, "tune_steps": args.tune_steps}
+    budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
     env = environment(args.threads)
     if args.note:
         env["note"] = args.note
@@ -337,7 +349,7 @@ def main(argv=None):
                 write_report(_by_dataset(rows, names), args, env, budget,
                              time.perf_counter() - start)
     write_report(_by_dataset(rows, names), args, env, budget, time.perf_counter() - start)
-    print(f"wrote {args.out}/compare{'_quick' if args.quick else ''}.md/.csv")
+    print(f"wrote {args.out}/{args.stem}{'_quick' if args.quick else ''}.md/.csv")
 
 
 if __name__ == "__main__":
