@@ -80,7 +80,10 @@ def _all_finite(module):
 
 
 def _snapshot(module):
-    return copy.deepcopy(module.state_dict())
+    # Tensors are cloned directly: deepcopy of the state dict cost 13 % of an epoch on
+    # tiny data sets (one step per epoch), where every epoch takes a snapshot.
+    return {name: value.detach().clone() if isinstance(value, torch.Tensor)
+            else copy.deepcopy(value) for name, value in module.state_dict().items()}
 
 
 @torch.no_grad()

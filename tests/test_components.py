@@ -93,7 +93,11 @@ def test_fitted_banana_components_recover_latent_factors():
 @pytest.fixture(scope="module")
 def sine_model():
     X, latent = make_sine_wave(4000, random_state=0)
-    return _quiet_fit(NormalizingFlowPCA(random_state=0), X[:2000]), X, latent
+    # The default settings, capped at 800 epochs (the sine never reaches the plateau
+    # rule's end: a full default fit runs 2000 epochs, three times as long, for the same
+    # recovery, 1.000 / 0.952 against 0.998 / 0.958 on one thread).
+    model = NormalizingFlowPCA(max_iter=800, random_state=0)
+    return _quiet_fit(model, X[:2000]), X, latent
 
 
 @pytest.mark.slow
