@@ -1,6 +1,16 @@
+import os
+
 import numpy as np
 import pytest
 import torch
+
+
+def pytest_configure(config):
+    # pytest-xdist runs one worker process per core: with torch's default of one thread per
+    # core in each, the OpenMP pools oversubscribe the cores and small operations slow down
+    # by an order of magnitude. One thread per worker, set before any test runs.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
