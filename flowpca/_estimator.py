@@ -144,7 +144,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`~sklearn.decomposition.PCA`); 'auto' keeps ``intrinsic_dimension_`` of
         them (at least 1); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
-    flow : {'mlp', 'linear', 'realnvp', 'injective', 'nsf', 'maf'} or Flow, default='mlp'
+    flow : {'mlp', 'linear', 'realnvp', 'residual', 'implicit', 'nsf', 'maf', \
+            'injective'}, Flow or zuko.flows.Flow, default='mlp'
         'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
         ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
         ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
@@ -159,14 +160,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'linear' is ``f(x) = W x``, i.e. PCA; 'realnvp' is RealNVP (the paper's
         comparator: an affine map started at the data's whitening, then ``n_layers``
         affine coupling layers with alternating masks and ReLU conditioners, see
-        :class:`flowpca.flows.RealNVPFlow`). 'nsf' is zuko's neural spline
-        flow (``n_layers`` rational-quadratic spline couplings) and 'maf' its masked
+        :class:`flowpca.flows.RealNVPFlow`); 'nsf' is zuko's neural spline flow
+        (``n_layers`` rational-quadratic spline couplings) and 'maf' its masked
         autoregressive flow (``n_layers`` affine autoregressive layers), both after a
         fixed standardization (need ``pip install "flowpca[zuko]"``; see
         :class:`flowpca.flows.NSFFlow`). A :class:`flowpca.flows.Flow` instance is used as
         the initial flow (it is copied, never modified); an unconditional
         ``zuko.flows.Flow`` (or lazy transform) is copied and wrapped in
         :class:`flowpca.flows.ZukoFlow`, standardized on the training data.
+        'residual' is an invertible residual flow (``n_layers`` blocks ``h + g(h)`` with
+        ``Lip(g) < 1``, :class:`flowpca.flows.ResidualFlow`) and 'implicit' an implicit
+        flow (``n_layers`` blocks ``x + g_x(x) = z + g_z(z)``,
+        :class:`flowpca.flows.ImplicitFlow`), both after an affine map started at the
+        data's whitening.
     alpha : float, default=5e-5
         Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
         for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
@@ -190,7 +196,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         spline bins); 'maf' accepts ``hidden_features`` ((64, 64)); 'realnvp' accepts
         ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
         used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
-        bound ``c`` on each coupling's log-scales ``c tanh(s / c)``).
+        bound ``c`` on each coupling's log-scales ``c tanh(s / c)``); 'residual' and
+        'implicit' accept ``hidden_sizes`` ((32, 32), each ``g``'s hidden widths),
+        ``lipschitz`` (0.9, the spectral-norm bound ``c`` in (0, 1) of every layer),
+        ``n_power_iterations`` (1), ``activation`` ('lipswish' or 'elu'),
+        ``exact_logdet_max_features`` (10; exact log-det while training up to this many
+        features, unbiased power-series estimate above), ``eval_exact_logdet_max_features``
+        (512; the same for scoring), ``n_exact_terms`` (2) and ``geometric_p`` (0.5) of
+        the estimator, ``inverse_tol`` (1e-10) and ``inverse_max_iter`` (500) of the
+        block inversions (and of the implicit flow's root finding), and ``output_scale``
+        (0.1) of the initialization (see :func:`flowpca.flows.residual.build_residual`).
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
         training: 'exact' pushes the identity through the flow (about ``n_features``
@@ -491,8 +506,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         for name, value in fitted.items():
             setattr(self, name, value)
         if not (flow.is_linear or injective):  # starting points of inverse_transform
-            self._reference_point_components = self.transform(
-                self._reference_points + self.mean_)
+            # (the points are centered arrays: no feature-name check, unlike transform)
+            self._reference_point_components = self._map_chunks(
+                self._reference_points, lambda x: self._oriented_components(x)[2],
+                (self.n_components_,))
         self._set_baseline_gains(x_train, x_val)
 
     def _set_baseline_gains(self, x_train, x_val):

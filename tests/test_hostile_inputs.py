@@ -222,3 +222,15 @@ def test_flow_params_reach_the_mlp_initialization():
                                   random_state=0).fit(X).transform(X)
                for scale in (0.0, 0.3)]
     assert not np.allclose(outputs[0], outputs[1])
+
+
+def test_dataframe_fit_of_a_nonlinear_flow_raises_no_feature_name_warning():
+    pandas = pytest.importorskip("pandas")
+    X = pandas.DataFrame(np.random.default_rng(0).normal(size=(40, 3)),
+                         columns=["a", "b", "c"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = NormalizingFlowPCA(n_components=2, max_iter=3, random_state=0).fit(X)
+        model.transform(X)
+    assert not [w for w in caught if "feature names" in str(w.message)]
+    assert list(model.get_feature_names_out()) == ["flowpca0", "flowpca1"]

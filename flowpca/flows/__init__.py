@@ -10,6 +10,5 @@ from .mlp import MLPFlow
 from .residual import ResidualFlow
 from .zuko import MAFFlow, NSFFlow, ZukoFlow
 
-__all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "InjectiveFlow",
-           "ResidualFlow",
-           "ImplicitFlow", "RealNVPFlow", "NSFFlow", "MAFFlow", "ZukoFlow"]
+__all__ = ["Flow", "LinearFlow", "MLPFlow", "BiLipschitzMLPFlow", "InjectiveFlow", "RealNVPFlow",
+           "NSFFlow", "MAFFlow", "ZukoFlow", "ResidualFlow", "ImplicitFlow"]
