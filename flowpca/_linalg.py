@@ -114,13 +114,14 @@ def lu_factor(A):
         _loop(lambda a: tuple(torch.linalg.lu_factor(a)), A))
 
 
-def lu_solve(LU, pivots, B):
-    """Solve ``A X = B`` with ``LU, pivots = lu_factor(A)``, like
-    :func:`torch.linalg.lu_solve` (``B`` of shape ``(..., n, k)``, batches broadcast)."""
+def lu_solve(LU, pivots, B, adjoint=False):
+    """Solve ``A X = B`` (``A^H X = B`` with ``adjoint``) with ``LU, pivots =
+    lu_factor(A)``, like :func:`torch.linalg.lu_solve` (``B`` of shape ``(..., n, k)``,
+    batches broadcast)."""
     if batched_lu_is_safe(LU):
-        return torch.linalg.lu_solve(LU, pivots, B)
+        return torch.linalg.lu_solve(LU, pivots, B, adjoint=adjoint)
     batch_shape = torch.broadcast_shapes(LU.shape[:-2], B.shape[:-2])
     pivots = pivots.expand(*batch_shape, pivots.shape[-1]).reshape(-1, pivots.shape[-1])
     flat_LU, flat_B = _flatten(LU, batch_shape), _flatten(B, batch_shape)
-    return _stack([torch.linalg.lu_solve(flat_LU[i], pivots[i], flat_B[i])
+    return _stack([torch.linalg.lu_solve(flat_LU[i], pivots[i], flat_B[i], adjoint=adjoint)
                    for i in range(flat_LU.shape[0])], batch_shape)

@@ -27,13 +27,6 @@ def _module_names():
     return sorted(names)
 
 
-def _import(name):
-    try:
-        return importlib.import_module(name)
-    except ImportError as error:  # a module of an optional dependency (zuko, ...)
-        pytest.skip(f"{name} needs an optional dependency: {error}")
-
-
 def _doctests(module):
     # The finder keeps to objects defined in the module: imported ones are tested where
     # they are defined.
@@ -59,11 +52,9 @@ def _headless_matplotlib():
 
 @pytest.mark.parametrize("module_name", _module_names())
 def test_docstring_examples(module_name, _headless_matplotlib):
-    module = _import(module_name)
-    if module_name == "flowpca.plotting":
-        pytest.importorskip("matplotlib")
-    if module_name == "flowpca.flows.zuko":  # imports without zuko; its examples need it
-        pytest.importorskip("zuko")
+    # Every module imports without its optional dependency (plotting and zuko import
+    # theirs lazily); the test extra installs matplotlib and zuko, so all examples run.
+    module = importlib.import_module(module_name)
     runner = doctest.DocTestRunner(optionflags=OPTIONFLAGS)
     with warnings.catch_warnings():
         # Examples train for a few epochs only: not converging is expected there.

@@ -225,7 +225,7 @@ def test_flow_params_reach_the_mlp_initialization():
 
 
 def test_dataframe_fit_of_a_nonlinear_flow_raises_no_feature_name_warning():
-    pandas = pytest.importorskip("pandas")
+    import pandas
     X = pandas.DataFrame(np.random.default_rng(0).normal(size=(40, 3)),
                          columns=["a", "b", "c"])
     with warnings.catch_warnings(record=True) as caught:

@@ -78,6 +78,8 @@ def test_batched_lu_ops_match_numpy_with_two_threads():
             LU, pivots = _linalg.lu_factor(A_t)
             assert rel(_linalg.lu_solve(LU, pivots, B_t),
                        np.linalg.solve(A_ref, B_ref)) < rtol, ("lu", dtype)
+            assert rel(_linalg.lu_solve(LU, pivots, B_t, adjoint=True),
+                       np.linalg.solve(A_ref.transpose(0, 2, 1), B_ref)) < rtol, ("lu^T", dtype)
         assert torch.get_num_threads() == 2
         print("ok")
     """

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import NotFittedError
 
-matplotlib = pytest.importorskip("matplotlib")
+import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
@@ -134,7 +134,7 @@ def test_components_one_component_model_draws_one_arrow_field(banana):
 
 
 def test_components_feature_names_label_the_axes(banana):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd
     _, X = banana
     frame = pd.DataFrame(X, columns=["width", "height"])
     model = NormalizingFlowPCA(**FAST).fit(frame)

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import zuko
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.utils.estimator_checks import parametrize_with_checks
@@ -14,8 +15,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from flowpca import NormalizingFlowPCA
 from flowpca.flows import MAFFlow, NSFFlow, ZukoFlow
 from flowpca.flows._families import FlowSettings, build_flow
-
-zuko = pytest.importorskip("zuko")
 
 SMALL = {"hidden_features": (16, 16)}  # conditioner sizes that keep the API tests fast
 FAMILIES = {"nsf": NSFFlow, "maf": MAFFlow}
@@ -208,7 +207,7 @@ def test_pickle_and_skops_round_trip(fitted):
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.score_samples(X), model.score_samples(X))
     np.testing.assert_array_equal(restored.transform(X), model.transform(X))
-    sio = pytest.importorskip("skops.io")
+    import skops.io as sio
     untrusted = sio.get_untrusted_types(data=sio.dumps(model))
     assert untrusted == ["flowpca._estimator.NormalizingFlowPCA"]
     loaded = sio.loads(sio.dumps(model), trusted=untrusted)

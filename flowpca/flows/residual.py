@@ -376,7 +376,8 @@ class ResidualFlow(Flow):
 
     def inverse_jacobian_operators(self, x):
         """Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` from one LU factorization of
-        each row's Jacobian (see :meth:`Flow.inverse_jacobian_operators`).
+        each row's Jacobian, which the transposed solves reuse (see
+        :meth:`Flow.inverse_jacobian_operators`).
 
         Parameters
         ----------
@@ -389,13 +390,12 @@ class ResidualFlow(Flow):
         """
         jacobian = self.jacobian(x)
         LU, pivots = _linalg.lu_factor(jacobian)
-        LU_T, pivots_T = _linalg.lu_factor(jacobian.transpose(1, 2))
 
         def apply_inverse(V):
             return _linalg.lu_solve(LU, pivots, V.transpose(1, 2)).transpose(1, 2)
 
         def apply_inverse_transpose(V):
-            return _linalg.lu_solve(LU_T, pivots_T, V.transpose(1, 2)).transpose(1, 2)
+            return _linalg.lu_solve(LU, pivots, V.transpose(1, 2), adjoint=True).transpose(1, 2)
 
         return apply_inverse, apply_inverse_transpose
 
