@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 import zuko
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -43,6 +43,7 @@ def random_flow(cls, n_features, seed):
 @pytest.mark.parametrize("family", list(FAMILIES))
 @settings(max_examples=8, deadline=None)
 @given(n_features=st.integers(1, 6), seed=st.integers(0, 2**16))
+@example(n_features=5, seed=271)  # a point where ||J^-1|| ~ 4e8 (CI failure, 2026-11-25)
 def test_log_det_and_inverse_are_exact(family, n_features, seed):
     flow = random_flow(FAMILIES[family], n_features, seed)
     # Points well inside and beyond the splines' bound (|z| > 5 is the identity tail).
@@ -52,7 +53,13 @@ def test_log_det_and_inverse_are_exact(family, n_features, seed):
     J = autograd_jacobians(flow, x)
     np.testing.assert_allclose(log_abs_det.detach(), torch.linalg.slogdet(J)[1],
                                rtol=0, atol=1e-10)
-    np.testing.assert_allclose(flow.inverse(y).detach(), x, rtol=0, atol=1e-8)
+    x_back = flow.inverse(y).detach()
+    np.testing.assert_allclose(flow(x_back)[0].detach(), y.detach(), rtol=0, atol=1e-12)
+    # The inverse is exact up to rounding in y amplified by the local condition: random
+    # splines reach ||J^-1|| ~ 1e8 at some points, so x can only be recovered to ~1e-16 * that.
+    inverse_gain = torch.linalg.matrix_norm(torch.linalg.pinv(J), ord=2)
+    x_error = (x_back - x).abs().amax(dim=1)
+    assert torch.all(x_error <= 1e-12 * (1 + inverse_gain)), (x_error, inverse_gain)
     np.testing.assert_allclose(flow.jacobian(x).detach(), J, rtol=0, atol=1e-10)
     v = torch.randn(x.shape, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
     np.testing.assert_allclose(flow.jvp(x, v)[1].detach(), (J @ v.unsqueeze(-1)).squeeze(-1),
