@@ -1,0 +1,122 @@
+"""Quality of flow='nsf' (issue #12): held-out log-likelihood against a plain zuko NSF
+trained by a plain Adam loop and against the Gaussian mixture with the best BIC, and the
+order of the local variances against the MLP flow's.
+
+Each test trains for seconds to tens of seconds with one torch thread. The tolerances
+are set from the seed-to-seed spread measured on 3 data / model seeds (numbers in the
+tests' comments; 2026-11-25, flowpca 0.1.0.dev0, torch 2.13.0+cpu, zuko 1.6.0).
+"""
+
+import numpy as np
+import pytest
+import torch
+import zuko
+from sklearn.datasets import make_s_curve
+from sklearn.mixture import GaussianMixture
+
+from flowpca import NormalizingFlowPCA
+from flowpca.datasets import make_banana
+
+pytestmark = pytest.mark.slow
+
+
+def sine(n_samples, seed):
+    rng = np.random.RandomState(seed)
+    x1 = rng.uniform(-3, 3, n_samples)
+    return np.c_[x1, np.sin(x1) + 0.1 * rng.normal(size=n_samples)]
+
+
+def plain_zuko_nsf_score(X_train, X_test, seed, transforms=3, epochs=100, lr=1e-3,
+                         batch_size=200):
+    """Mean held-out log-likelihood (nats per sample, data units) of zuko's NSF of the
+    estimator's size (``transforms`` spline couplings, hidden (64, 64), 8 bins) trained
+    by a plain Adam loop, as in zuko's tutorial, on the standardized data."""
+    mean, std = X_train.mean(axis=0), X_train.std(axis=0)
+    x_train = torch.tensor((X_train - mean) / std)
+    x_test = torch.tensor((X_test - mean) / std)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        flow = zuko.flows.NSF(X_train.shape[1], transforms=transforms, passes=2, bins=8,
+                              hidden_features=(64, 64)).double()
+    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(len(x_train), generator=generator)
+        for start in range(0, len(x_train), batch_size):
+            loss = -flow().log_prob(x_train[order[start:start + batch_size]]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        return flow().log_prob(x_test).mean().item() - np.log(std).sum()
+
+
+def best_bic_gmm_score(X_train, X_test, seed):
+    mixtures = [GaussianMixture(k, random_state=seed).fit(X_train) for k in range(1, 21)]
+    return min(mixtures, key=lambda m: m.bic(X_train)).score(X_test)
+
+
+def test_nsf_held_out_likelihood_on_the_s_curve():
+    # scikit-learn's S-curve (noise 0.05), 1 000 train / 1 000 test (2 000 / 2 000 does not
+    # fit the time budget with 200 epochs), the estimator's defaults but n_layers=3 and
+    # max_iter=200 (again for time). Measured, data and model seeds 0 / 1 / 2 (nats per
+    # sample): NormalizingFlowPCA -1.656 / -1.641 / -1.631, the plain zuko NSF of the same
+    # size (Adam, lr 1e-3, 200 epochs) -1.719 / -1.688 / -1.696, the best-BIC Gaussian
+    # mixture -1.822 / -1.706 / -1.881: the estimator leads the plain loop by 0.047 to
+    # 0.065 and the mixture by 0.065 to 0.25.
+    X = make_s_curve(2000, noise=0.05, random_state=0)[0]
+    X_train, X_test = X[:1000], X[1000:]
+    with pytest.warns(Warning):  # max_iter reached
+        model = NormalizingFlowPCA(flow="nsf", n_layers=3, max_iter=200,
+                                   random_state=0).fit(X_train)
+    nsf = model.score(X_test)
+    plain = plain_zuko_nsf_score(X_train, X_test, seed=0, epochs=200)
+    gmm = best_bic_gmm_score(X_train, X_test, seed=0)
+    assert nsf >= plain - 0.05, (nsf, plain)
+    assert nsf > gmm, (nsf, gmm)
+
+
+def test_nsf_held_out_likelihood_on_the_sine():
+    # x2 = sin(x1) + 0.1 eps, x1 ~ U(-3, 3), 1 000 train / 1 000 test (for time), n_layers=3,
+    # max_iter=200, and learning_rate_init=3e-3 instead of the estimator's 3e-2. Measured,
+    # seeds 0 / 1 / 2 (nats per sample; true density about -0.9):
+    #   estimator, lr 3e-3:            -0.953 / -0.955 / -1.020
+    #   estimator, default lr 3e-2:    -0.969 / -0.949 / -1.122
+    #   plain zuko NSF (200 epochs):   -0.961 / -0.962 / -1.033
+    #   best-BIC Gaussian mixture:     -1.023 / -0.938 / -1.023
+    # With lr 3e-3 the estimator is 0.007 to 0.013 above the plain loop on every seed (the
+    # default lr misses by 0.089 on seed 2). Neither flow beats the mixture on every seed at
+    # this budget (seed 1: the mixture leads both by 0.02), so that is not asserted here.
+    X = sine(2000, seed=0)
+    X_train, X_test = X[:1000], X[1000:]
+    with pytest.warns(Warning):  # max_iter reached
+        model = NormalizingFlowPCA(flow="nsf", n_layers=3, max_iter=200,
+                                   learning_rate_init=3e-3, random_state=0).fit(X_train)
+    nsf = model.score(X_test)
+    plain = plain_zuko_nsf_score(X_train, X_test, seed=0, epochs=200)
+    assert nsf >= plain - 0.05, (nsf, plain)
+
+
+def test_nsf_local_variances_are_ordered_like_the_mlps_on_the_banana():
+    # At each held-out point, the NSF's local variance (from local_variances and
+    # local_directions) along the MLP's first local direction exceeds the one along the
+    # MLP's second: the two flows order the local directions the same way.
+    X, _ = make_banana(1000, random_state=0)
+    models = []
+    for params in (dict(flow="nsf", n_layers=3), dict(flow="mlp")):
+        with pytest.warns(Warning):  # max_iter reached
+            models.append(NormalizingFlowPCA(max_iter=100, learning_rate_init=1e-2,
+                                             random_state=0, **params).fit(X[:500]))
+    nsf, mlp = models
+    X_test = X[500:]
+    variances, directions = nsf.local_variances(X_test), nsf.local_directions(X_test)
+    mlp_directions = mlp.local_directions(X_test)
+    # v^T Sigma_nsf(x) v with Sigma_nsf(x) = sum_k var_k d_k d_k^T, for v = the MLP's first
+    # and second local directions.
+    along = np.einsum("nk,nkj->nj", variances,
+                      np.einsum("ndk,ndj->nkj", directions, mlp_directions) ** 2)
+    assert np.mean(along[:, 0] > along[:, 1]) >= 0.95
+    # Both see a clearly dominant direction, by similar margins.
+    ratios = [np.median(model.local_variances(X_test)[:, 0]
+                        / model.local_variances(X_test)[:, 1]) for model in models]
+    assert min(ratios) > 5 and max(ratios) / min(ratios) < 3, ratios
