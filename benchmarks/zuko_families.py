@@ -160,6 +160,30 @@ def speed(repeats):
     return rows
 
 
+def estimator_overhead(n_samples=1000):
+    """Fit time of ``NormalizingFlowPCA(flow='nsf', n_layers=3, alpha=0)`` on the S-curve
+    for two ``max_iter``: the slope is the cost per training step, the intercept the
+    fit's fixed costs (validation, the reference points' Jacobians, the first call)."""
+    X = make_s_curve(n_samples, noise=0.05, random_state=SEED)[0]
+    steps_per_epoch = -(-n_samples // BATCH)
+    seconds = {}
+    for max_iter in (5, 10, 30):
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            NormalizingFlowPCA(flow="nsf", n_layers=3, alpha=0.0, max_iter=max_iter,
+                               random_state=SEED).fit(X)
+        seconds[max_iter] = time.perf_counter() - start
+    per_step = (seconds[30] - seconds[10]) / (20 * steps_per_epoch)
+    fixed = seconds[10] - 10 * steps_per_epoch * per_step
+    return (f"Estimator, `NormalizingFlowPCA(flow='nsf', n_layers=3, alpha=0)` on "
+            f"{n_samples} S-curve points: fit {seconds[10]:.2f} s for 10 epochs "
+            f"({1e3 * seconds[10] / (10 * steps_per_epoch):.1f} ms per step if divided "
+            f"naively), {seconds[30]:.2f} s for 30; slope {1e3 * per_step:.1f} ms per "
+            f"step, fixed cost of a fit {fixed:.2f} s (the first fit of the process, "
+            f"max_iter 5, took {seconds[5]:.2f} s).")
+
+
 # ----------------------------------------------------------------------------- digits
 def digits_density(seed=SEED, max_iter=200):
     X_train, X_test = digits(seed)
@@ -197,6 +221,8 @@ def main():
     versions = _versions(args.threads)
     if "speed" in args.sections:
         rows = speed(args.repeats)
+        overhead = estimator_overhead()
+        print(overhead)
         _write("zuko_penalty_speed", [
             "# zuko flows: cost of one training step with the Jacobian penalty",
             "",
@@ -207,6 +233,7 @@ def main():
             "penalty (D vectors); D = 64: digits (dequantized, standardized), Hutchinson "
             "with one probe. All penalty variants compute the same per-row value "
             "(exact: equal to 1e-15 relative; Hutchinson: same distribution).",
+            "", overhead,
         ], rows, [("family", "flow", "{}"), ("D", "D", "{}"), ("method", "penalty", "{}"),
                   ("variant", "variant", "{}"), ("ms", "ms/step (median)", "{:.1f}"),
                   ("ms_min", "ms/step (min)", "{:.1f}")])
