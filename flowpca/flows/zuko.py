@@ -477,17 +477,16 @@ def build_nsf(X, settings):
     (64, 64)) and ``bins`` (8): zuko's own defaults, not tuned here.
 
     Measured (``tests/test_zuko_quality.py``, 1 000 train / 1 000 test, 3 layers, 200
-    epochs, seeds 0-2): on the 2-D sine ``x2 = sin(x1) + 0.1 eps`` the estimator with
-    ``learning_rate_init=3e-3`` scores -0.953 / -0.955 / -1.020 nats per sample, 0.007 to
-    0.013 above the same zuko NSF trained by a plain Adam loop (lr 1e-3); the estimator's
-    default ``learning_rate_init=3e-2`` is noisier for spline flows (-0.969 / -0.949 /
-    -1.122). On scikit-learn's S-curve (noise 0.05) the defaults with
-    ``early_stopping=True`` score 0.007 to 0.12 above the plain loop and 0.025 to 0.31
-    above the best-BIC Gaussian mixture; without early stopping the held-out score after a
-    fixed number of epochs swings by up to 0.4 nats between seeds. A training step (batch 200,
-    3-D, 8 layers) costs about 4-5 times the unpenalized one with the exact penalty
-    (``benchmarks/results/zuko_penalty_speed.md``); 3 layers is a good start for small
-    ``D``. Local components: on the paper's S-curve no setting tried (alpha 0 to 0.1,
+    epochs, ``early_stopping=True``, otherwise the estimator's defaults, seeds 0-2): on
+    the 2-D sine ``x2 = sin(x1) + 0.1 eps`` -0.941 / -0.946 / -1.016 nats per sample,
+    0.016 to 0.020 above the same zuko NSF trained by a plain Adam loop (lr 1e-3), and
+    above the best-BIC Gaussian mixture on 2 seeds of 3; on scikit-learn's S-curve (noise
+    0.05) 0.007 to 0.12 above the plain loop and 0.025 to 0.31 above the mixture. Without
+    early stopping the held-out score after a fixed number of epochs swings by up to 0.4
+    nats between seeds with the default ``learning_rate_init=3e-2``. A training step
+    (batch 200, 3-D, 8 layers) costs about 4-5 times the unpenalized one with the exact
+    penalty (``benchmarks/results/zuko_penalty_speed.md``); 3 layers is a good start for
+    small ``D``. Local components: on the paper's S-curve no setting tried (alpha 0 to 0.1,
     3-8 layers, 4-16 bins, lr 3e-3 or 3e-2, up to 400 epochs) brought the components'
     |Spearman| with ``t`` and the height above 0.7 (the MLP flow reaches 0.99), although
     the local directions are right (median |cos| 0.994 with the curve's tangent, 0.998
