@@ -42,6 +42,12 @@ _EXACT_PENALTY_MAX_FEATURES = 8
 # below which an unconverged alpha=0 fit is reported as collapsing.
 _COLLAPSE_RATIO = 1e-3
 
+# Mean local variances (explained_variance_, intrinsic_dimension_) of a nonlinear flow:
+# over at most this many training points, drawn at random (one Jacobian SVD each; their
+# standard error is well below the 100x threshold that separates components from the
+# floor).
+_MAX_VARIANCE_POINTS = 1000
+
 # Reference field for component signs: at most this many training points, and at most
 # this many stored floats (points x components x features).
 _MAX_REFERENCE_POINTS = 1000
@@ -296,7 +302,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Principal axes (linear flow only; local directions vary with ``x`` otherwise).
     explained_variance_ : ndarray of shape (`n_components_`,)
         Variance of each component; for nonlinear flows, the mean local variance over the
-        training data.
+        training data (over 1 000 training points drawn at random when there are more).
     explained_variance_ratio_ : ndarray of shape (`n_components_`,)
         ``explained_variance_`` divided by the total variance of all ``n_features``
         components.
@@ -486,7 +492,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if injective:  # the latent coordinates' variances; the manifold's dimension is d
             variances = typical = np.var(self._latent_chunks(flow, Xc), axis=0)
         elif not flow.is_linear:
-            variances, typical = self._mean_local_variances(flow, Xc)
+            sample = Xc
+            if Xc.shape[0] > _MAX_VARIANCE_POINTS:
+                sample = Xc[np.sort(random_state.choice(Xc.shape[0], _MAX_VARIANCE_POINTS,
+                                                        replace=False))]
+            variances, typical = self._mean_local_variances(flow, sample)
         elif solver != "exact":  # the closed form's are exact, even for ill-conditioned W
             variances, directions = self._linear_decomposition(flow)
         if flow.is_linear:
