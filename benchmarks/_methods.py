@@ -20,7 +20,8 @@ Tuning protocols (all on the training set, never the test set):
   the whole training set.
 - NormalizingFlowPCA: ``alpha = r * v`` on a grid, chosen by the mean log-likelihood on a
   20 % validation split of at most ``tune_points`` training points (shorter fits:
-  ``tune_steps`` gradient steps), then refitted on the whole training set.
+  ``tune_steps`` gradient steps or ``tune_cpu_seconds``), then refitted on the whole
+  training set (``flow_steps`` or ``flow_cpu_seconds``, whichever ends first).
 - Isomap (10 neighbours) and LLE (12 neighbours) are not tuned.
 
 KernelPCA, Isomap, LLE and the KDE bandwidth search cost O(n^2) memory or worse: they
@@ -29,8 +30,10 @@ see at most ``kernel_points`` training points.
 
 import importlib
 import math
+import signal
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -55,10 +58,16 @@ class Budget:
     """How much work each method may do (``--quick`` or the full suite)."""
 
     quick: bool
-    flow_steps: int = 4000           # gradient steps of a final flow fit
-    tune_steps: int = 600            # gradient steps of each alpha-tuning fit
+    flow_steps: int = 4000           # gradient steps of a final flow fit, at most
+    tune_steps: int = 600            # gradient steps of each alpha-tuning fit, at most
+    # CPU seconds of training per final / tuning flow fit: every family gets the same
+    # compute, and training stops early (keeping its best state) where it would need
+    # more. Measured costs per step (1 thread, batch 200, penalty on) range from 3 ms
+    # (mlp, D = 3) to 430 ms (nsf, D = 64), so equal steps would not be a fair budget.
+    flow_cpu_seconds: float = 10.0
+    tune_cpu_seconds: float = 3.0
     alpha_grid: tuple = (1e-4, 1e-3, 1e-2)   # times the mean feature variance
-    tune_points: int = 2000
+    tune_points: int = 1000
     kernel_points: int = 2000
     kernel_tune_points: int = 1000
     kpca_gammas: tuple = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -66,11 +75,11 @@ class Budget:
     gmm_components: tuple = (1, 2, 4, 8, 16, 32)
     kde_bandwidths: tuple = tuple(np.logspace(-2.5, 0, 11))  # times sqrt(v)
     trust_points: int = 1000
-    reconstruction_points: int = 500
-    # NormalizingFlowPCA.inverse_transform of a nonlinear flow is iterative and slow in
-    # high dimension (measured about 15 CPU s per point at D = 64): fewer points there.
+    reconstruction_points: int = 200
+    # NormalizingFlowPCA.inverse_transform of a nonlinear flow is iterative, slower in
+    # high dimension (about 20-70 ms per point at D = 64): fewer points there.
     slow_inverse_max_features: int = 8
-    slow_inverse_points: int = 5
+    slow_inverse_points: int = 50
     timeout: int = 180               # CPU seconds per method and data set
 
     @classmethod
@@ -81,7 +90,8 @@ class Budget:
                    tune_points=300, kernel_points=300, kernel_tune_points=300,
                    kpca_gammas=(0.3, 3.0), kpca_ridges=(1e-2,), gmm_components=(1, 4),
                    kde_bandwidths=(0.03, 0.3), trust_points=100, reconstruction_points=10,
-                   slow_inverse_points=0, timeout=20)
+                   slow_inverse_points=0, timeout=20, flow_cpu_seconds=3.0,
+                   tune_cpu_seconds=1.0)
 
 
 @dataclass
@@ -107,6 +117,7 @@ class Method:
     fit: object = None        # (dataset, budget) -> Fitted
     family: str = ""          # flow family, '' for the baselines
     unavailable: str = ""     # why the method cannot run here
+    default: bool = True      # part of a run without --methods
 
 
 def mean_variance(X):
@@ -211,6 +222,39 @@ def fit_kernel_density(data, budget):
 
 
 # ---------------------------------------------------------------- flows
+@contextmanager
+def cpu_budget(seconds):
+    """Interrupt training after ``seconds`` of this process's CPU time, as a user's
+    Ctrl-C would: the estimator's training loop catches the interrupt between steps,
+    keeps its best state and warns. Outside training (the default SIGINT handler is in
+    place) the timer is ignored, so the fit's own work after training is never cut."""
+    def expire(signum, frame):
+        handler = signal.getsignal(signal.SIGINT)
+        if callable(handler) and handler is not signal.default_int_handler:
+            handler(signal.SIGINT, frame)
+    previous = signal.signal(signal.SIGVTALRM, expire)
+    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
+        signal.signal(signal.SIGVTALRM, previous)
+
+
+def _fit_within(model, X, seconds):
+    """``model.fit(X)`` with training stopped after ``seconds`` CPU seconds; returns
+    whether the budget stopped it."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with cpu_budget(seconds):
+            model.fit(X)
+    stopped = any("interrupted" in str(w.message) for w in caught)
+    for w in caught:  # everything else reaches the caller's record
+        if "interrupted" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return stopped
+
+
 def epochs_for(n_samples, steps, batch_size=200):
     """Epochs that make about ``steps`` mini-batch steps on ``n_samples`` points."""
     return max(1, math.ceil(steps / math.ceil(n_samples / min(batch_size, n_samples))))
@@ -237,7 +281,8 @@ def tune_alpha(family, data, budget):
         model = flow_estimator(family, alpha, data.n_components, X_fit.shape[0],
                                budget.tune_steps, data.seed)
         try:
-            scores[alpha] = float(_quietly(lambda: model.fit(X_fit)).score(X_val))
+            _quietly(lambda: _fit_within(model, X_fit, budget.tune_cpu_seconds))
+            scores[alpha] = float(model.score(X_val))
         except Exception:  # noqa: BLE001 -- a failed grid point is scored, not fatal
             scores[alpha] = -math.inf
         if not np.isfinite(scores[alpha]):
@@ -258,8 +303,10 @@ def flow_fitter(family, tuned):
             params["validation_ll"] = {f"{a:.3g}": round(s, 3) for a, s in scores.items()}
         model = flow_estimator(family, alpha, data.n_components, data.X_train.shape[0],
                                budget.flow_steps, data.seed)
-        _, seconds = _timed(lambda: model.fit(data.X_train))
-        params = {"alpha": alpha, "epochs": getattr(model, "n_iter_", None), **params}
+        stopped, seconds = _timed(lambda: _fit_within(model, data.X_train,
+                                                      budget.flow_cpu_seconds))
+        params = {"alpha": alpha, "epochs": getattr(model, "n_iter_", None),
+                  "cpu_budget_reached": stopped, **params}
         return Fitted(model, model.transform, _with_inverse(model), model.score_samples,
                       slow_inverse=family != "linear", params=params,
                       tune_seconds=tune_seconds, fit_seconds=seconds)
@@ -276,6 +323,11 @@ def family_import_error(family):
     return ""
 
 
+# Families with an alpha = 0 row in the default run (the paper's flows and its RealNVP
+# comparator); the others run with tuned alpha only, unless selected with --methods.
+ALPHA0_BY_DEFAULT = ("linear", "mlp", "realnvp")
+
+
 def flow_methods():
     """Two entries per importable flow family, one 'not available' entry per other."""
     methods = []
@@ -286,7 +338,8 @@ def flow_methods():
                                   unavailable=error))
             continue
         methods.append(Method(f"nfpca-{family}-alpha0", f"NFPCA[{family}] alpha=0",
-                              flow_fitter(family, tuned=False), family))
+                              flow_fitter(family, tuned=False), family,
+                              default=family in ALPHA0_BY_DEFAULT))
         methods.append(Method(f"nfpca-{family}-tuned", f"NFPCA[{family}] alpha tuned",
                               flow_fitter(family, tuned=True), family))
     return methods

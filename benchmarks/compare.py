@@ -13,18 +13,28 @@ not available. A method that raises, times out or warns keeps its row, with the 
 Writes ``compare.md`` and ``compare.csv`` (``compare_quick.*`` with ``--quick``) under
 ``--out``. Asserts nothing.
 
+Every flow fit trains for at most ``flow_cpu_seconds`` of CPU time (each alpha-tuning
+fit ``tune_cpu_seconds``; see ``Budget``), so that families of very different cost per
+step get the same compute; the "chosen" column says where that budget stopped training.
+Rows run in ``--jobs`` worker processes (default: one per core), each with ``--threads``
+torch/BLAS threads.
+
 Usage: ``python benchmarks/compare.py [--quick] [--datasets a,b] [--methods pca,nfpca-*]
-[--threads 1] [--out DIR] [--stem NAME] [--flow-steps N] [--tune-steps N]``.
+[--jobs 2] [--threads 1] [--out DIR] [--stem NAME] [--flow-steps N] [--tune-steps N]``.
 """
 
 import argparse
 import csv
 import fnmatch
+import functools
 import json
+import multiprocessing
+import os
 import signal
 import sys
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -47,15 +57,16 @@ REFERENCE = "nfpca-mlp-tuned"
 COLUMNS = [("dataset", "data"), ("method", "method"), ("status", "status"),
            ("test_ll", "test LL"), ("recovery", "recovery abs(rho)"), ("trust", "trust."),
            ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"), ("tune_s", "tune s"),
-           ("transform_s", "transform s"), ("score_s", "score s"), ("params", "chosen"),
+           ("transform_s", "transform s"), ("score_s", "score s"),
+           ("reconstruct_s", "recon. s"), ("params", "chosen"),
            ("notes", "notes")]
 CSV_KEYS = ["dataset", "n", "method", "key", "family", "status", "test_ll", "factors",
             "recovery_1", "recovery_2", "trust", "recon_error", "recon_n", "fit_s", "tune_s",
-            "transform_s", "score_s", "params", "notes"]
+            "transform_s", "score_s", "reconstruct_s", "params", "notes"]
 
 
 NUMERIC = {"test_ll", "recovery_1", "recovery_2", "trust", "recon_error", "recon_n",
-           "fit_s", "tune_s", "transform_s", "score_s"}
+           "fit_s", "tune_s", "transform_s", "score_s", "reconstruct_s"}
 
 
 class MethodTimeout(Exception):
@@ -126,7 +137,8 @@ def _scores(fitted, data, budget, row):
         row["recon_n"] = m
         if m == 0:
             return
-        row["recon_error"] = relative_reconstruction_error(X[:m], fitted.reconstruct(X[:m]))
+        X_hat, row["reconstruct_s"] = _timed(fitted.reconstruct, X[:m])
+        row["recon_error"] = relative_reconstruction_error(X[:m], X_hat)
 
 
 def run_method(method, data, budget):
@@ -199,10 +211,11 @@ def _short(x):
 
 
 # ---------------------------------------------------------------- driver
-def select(items, patterns, name=lambda x: x):
-    """Items whose name matches one of the comma-separated glob ``patterns``."""
+def select(items, patterns, name=lambda x: x, default=lambda x: True):
+    """Items whose name matches one of the comma-separated glob ``patterns`` (without
+    patterns: the items ``default`` accepts)."""
     if not patterns:
-        return list(items)
+        return [x for x in items if default(x)]
     wanted = [p.strip() for p in patterns.split(",") if p.strip()]
     chosen = [x for x in items if any(fnmatch.fnmatch(name(x), p) for p in wanted)]
     if not chosen:
@@ -217,10 +230,15 @@ def parse_args(argv=None):
     parser.add_argument("--datasets", default="", help=f"comma-separated, from "
                         f"{','.join(datasets.NAMES)} (globs allowed; default all)")
     parser.add_argument("--methods", default="", help="comma-separated method keys, globs "
-                        "allowed, e.g. 'pca,isomap,nfpca-mlp-*' (default all; see --list)")
+                        "allowed, e.g. 'pca,isomap,nfpca-mlp-*' (default: all but the alpha=0 rows "
+                        "of the families other than linear, mlp and realnvp; see --list)")
     parser.add_argument("--list", action="store_true", help="list method keys and exit")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch and BLAS threads (default 1); restored afterwards")
+                        help="torch and BLAS threads per job (default 1); restored "
+                        "afterwards")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
+                        help="rows run at once, in worker processes (default: one per "
+                        "core; 1 runs in this process)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output folder")
     parser.add_argument("--merge", nargs="+", type=Path, default=[], metavar="CSV",
                         help="write one report from the rows of earlier runs' CSV files "
@@ -263,7 +281,7 @@ def write_report(rows, args, env, budget, seconds):
         "with an inverse; few points where the flow's iterative inverse_transform is slow, "
         "see budget); times in "
         "seconds (tune = hyperparameter search on the training set; transform and score: "
-        "the whole test set). Tuning protocols: see benchmarks/_methods.py. On noise-free "
+        "the whole test set; recon.: the recon. n points). Tuning protocols: see benchmarks/_methods.py. On noise-free "
         "manifolds (s_curve, sine, swiss_roll, embedded_plane) the density is singular: "
         "held-out LL there mostly measures the variance floor (alpha, reg_covar, "
         "bandwidth).",
@@ -305,22 +323,66 @@ def merged_rows(paths, names, keys):
                                        keys.index(r["key"]) if r["key"] in keys else 99))
 
 
-def _by_dataset(rows, names):
-    return sorted(rows, key=lambda row: names.index(row["dataset"]))  # stable
+def _in_order(rows, names, keys):
+    """Rows data set by data set, methods in table order."""
+    return sorted(rows, key=lambda row: (names.index(row["dataset"]),
+                                         keys.index(row["key"])))
+
+
+@functools.lru_cache(maxsize=None)
+def _methods_by_key():
+    return {method.key: method for method in all_methods()}
+
+
+@functools.lru_cache(maxsize=None)
+def _dataset(name, quick):
+    return datasets.load(name, quick=quick)
+
+
+def run_row(key, name, quick, budget, threads):
+    """One row of the table, by method key and data set name (a worker's task)."""
+    data = _dataset(name, quick)
+    with limited_threads(threads):
+        row = run_method(_methods_by_key()[key], data, budget)
+    row["n"] = f"{data.X_train.shape[0]}/{data.X_test.shape[0]}"
+    return row
+
+
+def _cost_order(key, name):
+    """Tasks by expected cost, largest first, so that parallel jobs end together."""
+    rank = 0 if key.endswith("-tuned") else 1 if key.startswith("nfpca") else 2
+    return (rank, name != "digits")
+
+
+def run_rows(tasks, args, budget, on_row):
+    """Run the (method key, data set) ``tasks``, calling ``on_row`` as rows finish."""
+    tasks = sorted(tasks, key=lambda task: _cost_order(*task))
+    if args.jobs <= 1:
+        for key, name in tasks:
+            on_row(run_row(key, name, args.quick, budget, args.threads))
+        return
+    context = multiprocessing.get_context("spawn")  # no forked torch state
+    with ProcessPoolExecutor(args.jobs, mp_context=context) as pool:
+        futures = [pool.submit(run_row, key, name, args.quick, budget, args.threads)
+                   for key, name in tasks]
+        for future in as_completed(futures):
+            on_row(future.result())
 
 
 def main(argv=None):
     args = parse_args(argv)
-    methods = select(all_methods(), args.methods, lambda m: m.key)
+    methods = select(all_methods(), args.methods, lambda m: m.key, lambda m: m.default)
     if args.list:
-        for method in methods:
-            print(f"{method.key:28s} {method.label} {method.unavailable}")
+        for method in all_methods():
+            mark = "" if method.default else " (only with --methods)"
+            print(f"{method.key:28s} {method.label}{mark} {method.unavailable}")
         return
     names = select(datasets.NAMES, args.datasets)
     budget = Budget.for_mode(args.quick)
     overrides = {"flow_steps": args.flow_steps, "tune_steps": args.tune_steps}
     budget = replace(budget, **{k: v for k, v in overrides.items() if v is not None})
     env = environment(args.threads)
+    env["jobs"] = f"{args.jobs} worker processes" if args.jobs > 1 else "1 (in process)"
     if args.note:
         env["note"] = args.note
     if args.merge:
@@ -334,21 +396,20 @@ def main(argv=None):
         env.pop("load average at start")
         write_report(rows, args, env, budget, float("nan"))
         return
-    data_sets = {name: datasets.load(name, quick=args.quick) for name in names}
+    keys = [m.key for m in all_methods()]
     rows, start = [], time.perf_counter()
-    with limited_threads(args.threads):
-        # Method by method, so that an interrupted run has every data set for the
-        # methods it reached; the report lists them data set by data set.
-        for method in methods:
-            for name, data in data_sets.items():
-                row = run_method(method, data, budget)
-                row["n"] = f"{data.X_train.shape[0]}/{data.X_test.shape[0]}"
-                rows.append(row)
-                print(f"{name:15s} {method.label:32s} {row['status'][:60]:60s} "
-                      f"fit {row.get('fit_s', float('nan')):7.1f} s", flush=True)
-                write_report(_by_dataset(rows, names), args, env, budget,
-                             time.perf_counter() - start)
-    write_report(_by_dataset(rows, names), args, env, budget, time.perf_counter() - start)
+
+    def report(row):
+        rows.append(row)
+        print(f"{row['dataset']:15s} {row['method']:32s} {row['status'][:60]:60s} "
+              f"fit {row.get('fit_s') or float('nan'):7.1f} s  "
+              f"[{time.perf_counter() - start:6.0f} s]", flush=True)
+        write_report(_in_order(rows, names, keys), args, env, budget,
+                     time.perf_counter() - start)
+
+    run_rows([(m.key, name) for m in methods for name in names], args, budget, report)
+    write_report(_in_order(rows, names, keys), args, env, budget,
+                 time.perf_counter() - start)
     print(f"wrote {args.out}/{args.stem}{'_quick' if args.quick else ''}.md/.csv")
 
 

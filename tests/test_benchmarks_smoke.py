@@ -33,7 +33,7 @@ def test_compare_quick_writes_its_tables(tmp_path):
     # short (the other flow families are listed above).
     run_script("compare.py", "--datasets", "s_curve,digits", "--methods",
                "pca,kpca,isomap,lle,gmm,kde,nfpca-linear-*,nfpca-mlp-*", "--out",
-               str(tmp_path), cwd=tmp_path)
+               str(tmp_path), "--jobs", "2", cwd=tmp_path)
     with open(tmp_path / "compare_quick.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {row["dataset"] for row in rows} == {"s_curve", "digits"}
@@ -49,11 +49,24 @@ def test_compare_quick_writes_its_tables(tmp_path):
 def test_compare_reports_a_failing_method_in_its_row(tmp_path):
     # alpha = 0 on data in a plane: the flow cannot be fitted; the row says why.
     run_script("compare.py", "--datasets", "embedded_plane", "--methods",
-               "nfpca-linear-alpha0", "--out", str(tmp_path), cwd=tmp_path)
+               "nfpca-linear-alpha0", "--out", str(tmp_path), "--jobs", "1", cwd=tmp_path)
     with open(tmp_path / "compare_quick.csv") as handle:
         (row,) = list(csv.DictReader(handle))
     assert row["status"].startswith("error in fit: ValueError")
     assert "singular" in row["status"]
+
+
+def test_compare_stops_training_at_the_cpu_budget(tmp_path):
+    # Far more steps than the quick budget's 3 CPU s allow: the budget ends training, the
+    # model is kept (the row is scored) and the row says so.
+    run_script("compare.py", "--datasets", "sine", "--methods", "nfpca-mlp-alpha0",
+               "--flow-steps", "1000000", "--out", str(tmp_path), "--jobs", "1",
+               cwd=tmp_path)
+    with open(tmp_path / "compare_quick.csv") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["status"] in {"ok", "warning"}
+    assert '"cpu_budget_reached": true' in row["params"]
+    assert 2.0 <= float(row["fit_s"]) < 60 and float(row["test_ll"]) > -10
 
 
 def test_grid_search_quick_writes_table_and_figure(tmp_path):
