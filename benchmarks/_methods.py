@@ -223,6 +223,20 @@ def fit_kernel_density(data, budget):
 
 # ---------------------------------------------------------------- flows
 @contextmanager
+def cpu_timer(timer, signum, seconds, expire):
+    """Call ``expire(signum, frame)`` once after ``seconds`` of the interval timer
+    ``timer`` (``signal.ITIMER_PROF``: this process's CPU time; ``ITIMER_VIRTUAL``: its
+    user CPU time), which delivers ``signum``; previous handler restored on exit."""
+    previous = signal.signal(signum, expire)
+    signal.setitimer(timer, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(timer, 0)
+        signal.signal(signum, previous)
+
+
+@contextmanager
 def cpu_budget(seconds):
     """Interrupt training after ``seconds`` of this process's CPU time, as a user's
     Ctrl-C would: the estimator's training loop catches the interrupt between steps,
@@ -232,13 +246,8 @@ def cpu_budget(seconds):
         handler = signal.getsignal(signal.SIGINT)
         if callable(handler) and handler is not signal.default_int_handler:
             handler(signal.SIGINT, frame)
-    previous = signal.signal(signal.SIGVTALRM, expire)
-    signal.setitimer(signal.ITIMER_VIRTUAL, seconds)
-    try:
+    with cpu_timer(signal.ITIMER_VIRTUAL, signal.SIGVTALRM, seconds, expire):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_VIRTUAL, 0)
-        signal.signal(signal.SIGVTALRM, previous)
 
 
 def _fit_within(model, X, seconds):

@@ -45,7 +45,7 @@ import numpy as np
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).parent)]
 
 import datasets  # noqa: E402
-from _methods import Budget, all_methods  # noqa: E402
+from _methods import Budget, all_methods, cpu_timer  # noqa: E402
 from _metrics import (factor_recovery, mean_log_likelihood,  # noqa: E402
                       relative_reconstruction_error, trust)
 from _report import (environment, header_lines, limited_threads,  # noqa: E402
@@ -56,7 +56,8 @@ REFERENCE = "nfpca-mlp-tuned"
 
 COLUMNS = [("dataset", "data"), ("method", "method"), ("status", "status"),
            ("test_ll", "test LL"), ("recovery", "recovery abs(rho)"), ("trust", "trust."),
-           ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"), ("tune_s", "tune s"),
+           ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"),
+           ("tune_s", "tune s"),
            ("transform_s", "transform s"), ("score_s", "score s"),
            ("reconstruct_s", "recon. s"), ("params", "chosen"),
            ("notes", "notes")]
@@ -80,13 +81,8 @@ def time_limit(seconds):
     of a shared machine)."""
     def expire(signum, frame):
         raise MethodTimeout(f"stopped after {seconds} CPU s")
-    previous = signal.signal(signal.SIGPROF, expire)
-    signal.setitimer(signal.ITIMER_PROF, seconds)
-    try:
+    with cpu_timer(signal.ITIMER_PROF, signal.SIGPROF, seconds, expire):
         yield
-    finally:
-        signal.setitimer(signal.ITIMER_PROF, 0)
-        signal.signal(signal.SIGPROF, previous)
 
 
 def _summarize_warnings(caught):
@@ -281,7 +277,8 @@ def write_report(rows, args, env, budget, seconds):
         "with an inverse; few points where the flow's iterative inverse_transform is slow, "
         "see budget); times in "
         "seconds (tune = hyperparameter search on the training set; transform and score: "
-        "the whole test set; recon.: the recon. n points). Tuning protocols: see benchmarks/_methods.py. On noise-free "
+        "the whole test set; recon.: the recon. n points). Tuning protocols: see "
+        "benchmarks/_methods.py. On noise-free "
         "manifolds (s_curve, sine, swiss_roll, embedded_plane) the density is singular: "
         "held-out LL there mostly measures the variance floor (alpha, reg_covar, "
         "bandwidth).",

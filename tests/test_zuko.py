@@ -256,10 +256,19 @@ def test_nsf_local_directions_are_ordered_like_the_mlps_on_the_banana():
         with pytest.warns(Warning):  # max_iter reached
             models.append(NormalizingFlowPCA(max_iter=100, learning_rate_init=1e-2,
                                              random_state=0, **params).fit(X[:500]))
-    nsf, mlp = (model.local_directions(X[500:])[:, :, 0] for model in models)
+    X_test = X[500:]
+    nsf, mlp = (model.local_directions(X_test) for model in models)
     # The largest-variance local direction is the same one (up to sign) almost everywhere.
-    cosines = np.abs(np.einsum("nd,nd->n", nsf, mlp))
+    cosines = np.abs(np.einsum("nd,nd->n", nsf[:, :, 0], mlp[:, :, 0]))
     assert np.median(cosines) >= 0.95 and np.mean(cosines >= 0.9) >= 0.9
-    ratios = [np.median(variances[:, 0] / variances[:, 1]) for variances in
-              (model.local_variances(X[500:]) for model in models)]
-    assert min(ratios) > 5  # and both see a clearly dominant direction
+    # The NSF's local variance v^T Sigma(x) v, Sigma(x) = sum_k var_k d_k d_k^T, is larger
+    # along the MLP's first local direction than along its second. Measured on data /
+    # model seeds 0 / 1 / 2: at 98.4 % / 100 % / 99.4 % of the points.
+    variances = models[0].local_variances(X_test)
+    along = np.einsum("nk,nkj->nj", variances, np.einsum("ndk,ndj->nkj", nsf, mlp) ** 2)
+    assert np.mean(along[:, 0] > along[:, 1]) >= 0.95
+    # Both see a clearly dominant direction, by similar margins (median ratio of the
+    # first to the second local variance, NSF / MLP, measured 17 / 19, 27 / 25, 24 / 23).
+    ratios = [np.median(v[:, 0] / v[:, 1]) for v in
+              (variances, models[1].local_variances(X_test))]
+    assert min(ratios) > 5 and max(ratios) / min(ratios) < 3, ratios
