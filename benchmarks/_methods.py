@@ -238,7 +238,7 @@ def cpu_timer(timer, signum, seconds, expire):
 
 @contextmanager
 def cpu_budget(seconds):
-    """Interrupt training after ``seconds`` of this process's CPU time, as a user's
+    """Interrupt training after ``seconds`` of this process's user CPU time, as a user's
     Ctrl-C would: the estimator's training loop catches the interrupt between steps,
     keeps its best state and warns. Outside training (the default SIGINT handler is in
     place) the timer is ignored, so the fit's own work after training is never cut."""
@@ -251,8 +251,8 @@ def cpu_budget(seconds):
 
 
 def _fit_within(model, X, seconds):
-    """``model.fit(X)`` with training stopped after ``seconds`` CPU seconds; returns
-    whether the budget stopped it."""
+    """``model.fit(X)`` with training stopped after ``seconds`` of user CPU time;
+    returns whether the budget stopped it."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with cpu_budget(seconds):
