@@ -516,18 +516,14 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             fitted["_reference_points"] = np.zeros((1, n_features))
             fitted["_reference_directions"] = directions[None, :n_components]
         elif not injective:
-            fitted["_reference_points"], fitted["_reference_directions"] = \
-                self._reference_field(flow, Xc, n_components, random_state)
+            (fitted["_reference_points"], fitted["_reference_directions"],
+             fitted["_reference_point_components"]) = self._reference_field(
+                flow, Xc, n_components, random_state)
         for name in _SOLVER_ATTRIBUTES + ("components_", "_reference_point_components",
                                           "_reference_points", "_reference_directions"):
             self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
         for name, value in fitted.items():
             setattr(self, name, value)
-        if not (flow.is_linear or injective):  # starting points of inverse_transform
-            # (the points are centered arrays: no feature-name check, unlike transform)
-            self._reference_point_components = self._map_chunks(
-                self._reference_points, lambda x: self._oriented_components(x)[2],
-                (self.n_components_,))
         self._set_baseline_gains(x_train, x_val)
 
     def _set_baseline_gains(self, x_train, x_val):
@@ -548,7 +544,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     def _reference_field(self, flow, Xc, n_components, random_state):
         """Oriented local directions on a subsample of the training data (see
-        :mod:`flowpca._orientation`)."""
+        :mod:`flowpca._orientation`), and the reference points' own components (each
+        point is its own nearest reference: matched and signed like its field)."""
         n_samples, n_features = Xc.shape
         budget = max(1, _REFERENCE_FLOATS // (n_components * n_features))
         m = min(n_samples, _MAX_REFERENCE_POINTS, budget)
@@ -557,14 +554,18 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         points = Xc[rows]
         n_candidates = min(n_features, n_components + _orientation.N_EXTRA_CANDIDATES)
         method = self._svd_method(n_features, n_candidates)
-        candidates = []
+        candidates, candidate_components = [], []
         for x in self._iter_tensor_chunks(points, flow):
             with torch.no_grad() if method == "full" else _nullcontext():
-                _, Vh, _ = _jacobian.top_local_components(flow, x, n_candidates, method)
+                _, Vh, y_hat = _jacobian.top_local_components(flow, x, n_candidates, method)
             candidates.append(_device.to_numpy(Vh))
-        field = _orientation.track_reference_field(points, np.concatenate(candidates),
-                                                   n_components)
-        return points, field
+            candidate_components.append(_device.to_numpy(y_hat))
+        candidates = np.concatenate(candidates)
+        field = _orientation.track_reference_field(points, candidates, n_components)
+        index, signs = _orientation.match_to_reference(torch.as_tensor(candidates),
+                                                       torch.as_tensor(field))
+        components = torch.as_tensor(np.concatenate(candidate_components)).gather(1, index)
+        return points, field, _device.to_numpy(components * signs)
 
     def _svd_method(self, n_features, n_components):
         if self.svd_solver != "auto":
