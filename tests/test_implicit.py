@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
+from flowpca._objective import penalized_nll
 from flowpca.datasets import make_banana, make_s_curve_gaussian, make_sine_wave
 from flowpca.flows import ImplicitFlow
 from flowpca.flows import _spectral
@@ -65,6 +66,24 @@ def test_exact_log_det_and_jacobian_match_autograd(n_features, n_blocks, seed):
     v = random_x(5, n_features, seed + 2)
     torch.testing.assert_close(flow.jvp(x, v)[1], (J @ v.unsqueeze(-1)).squeeze(-1),
                                rtol=0, atol=1e-9)
+    torch.testing.assert_close(flow.frobenius_sq(x), J.pow(2).sum(dim=(1, 2)), rtol=0,
+                               atol=1e-8)
+    apply_inverse, apply_inverse_transpose = flow.inverse_jacobian_operators(x)
+    V = random_x(5, 2 * n_features, seed + 3).reshape(5, 2, n_features)
+    torch.testing.assert_close(apply_inverse(V) @ J.transpose(1, 2), V, rtol=0, atol=1e-8)
+    torch.testing.assert_close(apply_inverse_transpose(V) @ J, V, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_tikhonov_penalty_is_that_of_the_mlp_flow(alpha):
+    # The training objective is the MLP flow's: the mean of ||f(x)||^2 / 2 -
+    # log|det J_f(x)| + alpha / 2 ||J_f(x)||_F^2, with J_f the autograd Jacobian.
+    flow = random_flow(3, n_blocks=2, seed=11)
+    x = random_x(6, 3)
+    J = autograd_jacobian(flow, x)
+    expected = (0.5 * flow(x)[0].pow(2).sum(dim=1) - torch.linalg.slogdet(J)[1]
+                + 0.5 * alpha * J.pow(2).sum(dim=(1, 2))).mean()
+    torch.testing.assert_close(penalized_nll(flow, x, alpha), expected, rtol=0, atol=1e-9)
 
 
 def test_log_det_is_the_difference_of_the_two_residual_terms():
@@ -197,11 +216,23 @@ def test_implicit_gradients_match_the_unrolled_solver():
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
 
 
-def test_bad_flow_params_are_rejected():
+@pytest.mark.parametrize("flow_params, match", [
+    ({"lipschitz": 1.5}, "lipschitz"),
+    ({"hidden_sizes": (8, 0)}, "hidden_sizes"),
+    ({"activation": "relu"}, "activation"),
+    ({"inverse_max_iter": 0}, "inverse_max_iter"),
+    ({"inverse_tol": 0.0}, "inverse_tol"),
+    ({"width": 3}, "does not accept"),
+])
+def test_bad_flow_params_are_rejected(flow_params, match):
     X = random_x(50, 3)
-    with pytest.raises(ValueError, match="lipschitz"):
-        build_flow("implicit", X, FlowSettings(1e-3, 2, flow_params={"lipschitz": 1.5},
+    with pytest.raises(ValueError, match=match):
+        build_flow("implicit", X, FlowSettings(1e-3, 2, flow_params=flow_params,
                                                generator=generator(0)))
+    model = NormalizingFlowPCA(flow="implicit", flow_params=flow_params)
+    with pytest.raises(ValueError, match=match):
+        model.fit(X.numpy())
+    assert not hasattr(model, "flow_")
 
 
 # ---------------------------------------------------------------- the estimator
@@ -228,6 +259,7 @@ def fitted():
 
 def test_fitted_layers_satisfy_the_lipschitz_bound(fitted):
     model, _ = fitted
+    assert not model.flow_.training
     for g in model.flow_._g_modules():
         assert max(g.spectral_norms()) <= 0.9 + 1e-6
 

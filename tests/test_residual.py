@@ -16,6 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
+from flowpca._objective import penalized_nll
 from flowpca.datasets import make_banana, make_s_curve_gaussian, make_sine_wave
 from flowpca.flows import ResidualFlow
 from flowpca.flows._families import FlowSettings, build_flow
@@ -73,6 +74,18 @@ def test_exact_log_det_and_jacobian_match_autograd(n_features, n_blocks, seed, a
     V = random_x(7, 2 * n_features, seed + 3).reshape(7, 2, n_features)
     torch.testing.assert_close(apply_inverse(V) @ J.transpose(1, 2), V, rtol=0, atol=1e-9)
     torch.testing.assert_close(apply_inverse_transpose(V) @ J, V, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3])
+def test_tikhonov_penalty_is_that_of_the_mlp_flow(alpha):
+    # The training objective is the MLP flow's: the mean of ||f(x)||^2 / 2 -
+    # log|det J_f(x)| + alpha / 2 ||J_f(x)||_F^2, with J_f the autograd Jacobian.
+    flow = random_flow(3, n_blocks=2, seed=11)
+    x = random_x(6, 3)
+    J = autograd_jacobian(flow, x)
+    expected = (0.5 * flow(x)[0].pow(2).sum(dim=1) - torch.linalg.slogdet(J)[1]
+                + 0.5 * alpha * J.pow(2).sum(dim=(1, 2))).mean()
+    torch.testing.assert_close(penalized_nll(flow, x, alpha), expected, rtol=0, atol=1e-10)
 
 
 def test_power_series_log_det_is_unbiased():
