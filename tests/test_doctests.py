@@ -86,13 +86,25 @@ def _public_api():
         objects += [obj for name, obj in vars(module).items()
                     if inspect.isfunction(obj) and not name.startswith("_")
                     and obj.__module__ == module.__name__]
-    methods = [getattr(flowpca.NormalizingFlowPCA, name) for name in (
-        "fit", "transform", "inverse_transform", "score_samples", "score", "sample",
-        "local_variances", "local_directions", "local_covariance", "get_feature_names_out")]
+    # Every public method the estimator defines (not only those known today).
+    methods = [getattr(flowpca.NormalizingFlowPCA, name)
+               for name, obj in vars(flowpca.NormalizingFlowPCA).items()
+               if not name.startswith("_") and inspect.isfunction(obj)]
     return objects + methods
 
 
-@pytest.mark.parametrize("obj", _public_api(), ids=lambda obj: obj.__qualname__)
+# Known gaps, reported to the estimator's owners: xfail until the Examples land.
+_KNOWN_GAPS = {"NormalizingFlowPCA.off_manifold_distance"}
+
+
+def _public_api_params():
+    return [pytest.param(obj, id=obj.__qualname__, marks=pytest.mark.xfail(
+                reason="docstring lacks Examples (known gap)", strict=False))
+            if obj.__qualname__ in _KNOWN_GAPS else pytest.param(obj, id=obj.__qualname__)
+            for obj in _public_api()]
+
+
+@pytest.mark.parametrize("obj", _public_api_params())
 def test_public_docstrings_have_numpydoc_sections(obj):
     doc = inspect.getdoc(obj) or ""
     sections = ["Parameters", "Examples"] + ([] if inspect.isclass(obj) else ["Returns"])
@@ -101,9 +113,10 @@ def test_public_docstrings_have_numpydoc_sections(obj):
 
 
 def _flow_methods():
-    """Public methods defined by the flow classes of ``_FLOW_CLASSES`` themselves."""
+    """Public methods defined by the flow classes themselves: the ``Flow`` contract, the
+    linear and MLP flows and the families of ``_FLOW_CLASSES``."""
     methods = []
-    for cls in _FLOW_CLASSES:
+    for cls in [flows.Flow, flows.LinearFlow, flows.MLPFlow, *_FLOW_CLASSES]:
         for name in vars(cls):
             obj = getattr(cls, name)
             if not name.startswith("_") and (inspect.isfunction(obj) or inspect.ismethod(obj)):
@@ -120,3 +133,11 @@ def test_flow_methods_have_parameters_and_returns(method):
         [] if method.__name__ in _RETURNS_NOTHING else ["Returns"])
     missing = [name for name in sections if f"{name}\n{'-' * len(name)}" not in doc]
     assert not missing, f"{method.__qualname__} docstring lacks {missing}"
+
+
+@pytest.mark.parametrize("name", [name for name, obj in vars(flows.Flow).items()
+                                  if not name.startswith("_") and inspect.isfunction(obj)])
+def test_flow_contract_methods_have_examples(name):
+    # The contract's docstrings are what every family inherits unless it overrides them.
+    doc = inspect.getdoc(getattr(flows.Flow, name)) or ""
+    assert "Examples\n--------" in doc, f"Flow.{name} docstring lacks Examples"

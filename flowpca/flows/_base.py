@@ -92,14 +92,53 @@ class Flow(nn.Module, abc.ABC):
         y : torch.Tensor of shape (n, D)
         log_abs_det : torch.Tensor of shape (n,)
             ``log|det J_f(x)|`` per row.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> y, log_abs_det = flow.forward(torch.ones(1, 2, dtype=torch.float64))
+        >>> y.tolist(), log_abs_det.tolist()
+        ([[2.0, 0.5]], [0.0])
         """
 
     @abc.abstractmethod
     def inverse(self, y):
-        """Map latent points back to data space: ``x = f^{-1}(y)``."""
+        """Map latent points back to data space: ``x = f^{-1}(y)``.
+
+        Parameters
+        ----------
+        y : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        x : torch.Tensor of shape (n, D)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> flow.inverse(torch.tensor([[2.0, 0.5]], dtype=torch.float64)).tolist()
+        [[1.0, 1.0]]
+        """
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            Keyword arguments such that ``type(self)(**config)`` followed by
+            ``load_state_dict`` rebuilds the flow.
+
+        Examples
+        --------
+        >>> from flowpca.flows import LinearFlow
+        >>> LinearFlow(3).get_config()
+        {'n_features': 3}
+        """
         return {"n_features": self.n_features}
 
     def finalize_training(self):
@@ -107,23 +146,89 @@ class Flow(nn.Module, abc.ABC):
 
         Families whose training uses approximations that the fitted model must not keep
         (e.g. power-iteration spectral norms) make them exact here.
+
+        Examples
+        --------
+        >>> from flowpca.flows import LinearFlow
+        >>> LinearFlow(2).finalize_training()  # nothing to make exact
         """
 
     def _map(self, x):
         return self.forward(x)[0]
 
     def jvp(self, x, v):
-        """Jacobian-vector products ``(f(x), J_f(x) v)`` row by row."""
+        """Jacobian-vector products ``(f(x), J_f(x) v)`` row by row.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        v : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, D)
+            ``f(x)``.
+        jv : torch.Tensor of shape (n, D)
+            ``J_f(x_i) v_i`` per row.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> x = torch.ones(1, 2, dtype=torch.float64)
+        >>> y, jv = flow.jvp(x, torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+        >>> jv.tolist()
+        [[2.0, 0.0]]
+        """
         return torch.func.jvp(self._map, (x,), (v,))
 
     def jacobian(self, x):
-        """Per-row Jacobians, shape ``(n, D, D)``."""
+        """Per-row Jacobians.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        J : torch.Tensor of shape (n, D, D)
+            ``J[i] = J_f(x[i])``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> flow.jacobian(torch.zeros(3, 2, dtype=torch.float64))[0].tolist()
+        [[2.0, 0.0], [0.0, 0.5]]
+        """
         def single(row):
             return self._map(row.unsqueeze(0)).squeeze(0)
         return torch.func.vmap(torch.func.jacrev(single))(x)
 
     def inverse_jvp(self, x, v):
-        """``J_f(x)^{-1} v`` row by row (``v`` of shape ``(n, D)``)."""
+        """``J_f(x)^{-1} v`` row by row.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        v : torch.Tensor of shape (n, D)
+
+        Returns
+        -------
+        w : torch.Tensor of shape (n, D)
+            ``J_f(x_i)^{-1} v_i`` per row.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> x = torch.zeros(1, 2, dtype=torch.float64)
+        >>> flow.inverse_jvp(x, torch.ones(1, 2, dtype=torch.float64)).tolist()
+        [[0.5, 2.0]]
+        """
         return _linalg.solve(self.jacobian(x), v.unsqueeze(-1)).squeeze(-1)
 
     def inverse_jacobian_operators(self, x):
@@ -139,6 +244,16 @@ class Flow(nn.Module, abc.ABC):
             Each maps ``V`` of shape ``(n, q, D)`` (rows ``v``) to the rows
             ``J_f(x_i)^{-1} v`` (resp. ``J_f(x_i)^{-T} v``), shape ``(n, q, D)``. Whatever
             they need from ``x`` is computed once, so repeated products are cheap.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> apply_inverse, _ = flow.inverse_jacobian_operators(
+        ...     torch.zeros(1, 2, dtype=torch.float64))
+        >>> apply_inverse(torch.ones(1, 1, 2, dtype=torch.float64)).tolist()
+        [[[0.5, 2.0]]]
         """
         n, D = x.shape
         y = self._map(x)
@@ -171,6 +286,19 @@ class Flow(nn.Module, abc.ABC):
             Number of probe vectors for 'hutchinson'.
         generator : torch.Generator, optional
             Source of the probes.
+
+        Returns
+        -------
+        frobenius_sq : torch.Tensor of shape (n,)
+            ``||J_f(x_i)||_F^2`` per row (estimated for 'hutchinson').
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> flow.frobenius_sq(torch.zeros(2, 2, dtype=torch.float64)).tolist()  # 4 + 0.25
+        [4.25, 4.25]
         """
         if method == "exact":
             return self.jacobian(x).pow(2).sum(dim=(1, 2))
@@ -181,6 +309,33 @@ class Flow(nn.Module, abc.ABC):
         return total / n_probes
 
     def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """``forward(x)`` and ``frobenius_sq(x)`` together (families may fuse the passes)."""
+        """``forward(x)`` and ``frobenius_sq(x)`` together (families may fuse the passes).
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (n, D)
+        method : {'exact', 'hutchinson'}
+            As in :meth:`frobenius_sq`.
+        n_probes : int
+            As in :meth:`frobenius_sq`.
+        generator : torch.Generator, optional
+            As in :meth:`frobenius_sq`.
+
+        Returns
+        -------
+        y : torch.Tensor of shape (n, D)
+        log_abs_det : torch.Tensor of shape (n,)
+        frobenius_sq : torch.Tensor of shape (n,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import LinearFlow
+        >>> flow = LinearFlow(2, torch.diag(torch.tensor([2.0, 0.5], dtype=torch.float64)))
+        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(
+        ...     torch.ones(1, 2, dtype=torch.float64))
+        >>> y.tolist(), log_abs_det.tolist(), frobenius_sq.tolist()
+        ([[2.0, 0.5]], [0.0], [4.25])
+        """
         y, log_abs_det = self.forward(x)
         return y, log_abs_det, self.frobenius_sq(x, method, n_probes, generator)

@@ -125,6 +125,8 @@ class BiLipschitzMLPFlow(MLPFlow):
 
     @property
     def weights(self):
+        """The layers' weight matrices ``U_l diag(s_l) V_l^T``, a tuple of ``(D, D)``
+        tensors (read-only: built from the constrained parameters)."""
         left = self.left_basis @ torch.linalg.matrix_exp(_skew(self.left_skew))
         right = torch.linalg.matrix_exp(_skew(self.right_skew)) @ self.right_basis
         return tuple((left * self.singular_values().unsqueeze(-2)) @ right)

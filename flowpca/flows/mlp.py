@@ -231,7 +231,13 @@ class MLPFlow(Flow):
             [nn.Parameter(zero.clone()) for _ in range(self.n_layers + 1)])
 
     def get_config(self):
-        """Constructor arguments of this flow."""
+        """Constructor arguments of this flow.
+
+        Returns
+        -------
+        config : dict
+            ``type(self)(**config)`` builds a flow of the same architecture.
+        """
         return {"n_features": self.n_features, "n_layers": self.n_layers,
                 "activation": self.activation}
 
