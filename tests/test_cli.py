@@ -195,6 +195,18 @@ def test_wrong_width_uses_scikit_learns_message(work, tmp_path):
                                       "expecting 3 features as input.")
 
 
+@pytest.mark.parametrize("command, width, message", [
+    ("score", 2, "X has 2 features, but NormalizingFlowPCA is expecting 3 features as input."),
+    ("inverse", 3, "X has 3 features, but NormalizingFlowPCA expects 2 components as input."),
+])
+def test_wrong_width_for_score_and_inverse(command, width, message, work, tmp_path):
+    np.save(tmp_path / "wrong.npy", work["X"][:, :width])
+    result = run(command, "--model", work["dir"] / "linear.joblib", "wrong.npy",
+                 "--out", "out.csv", cwd=tmp_path)
+    assert_error(result, command, message)
+    assert not (tmp_path / "out.csv").exists()
+
+
 def test_bad_parameter_uses_the_estimators_message(work, tmp_path):
     with pytest.raises(ValueError) as expected:
         NormalizingFlowPCA(alpha=-1.0).fit(work["X"])
