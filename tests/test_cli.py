@@ -78,6 +78,21 @@ def test_help_lists_every_subcommand(tmp_path):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.MULTILINE), command
 
 
+def test_console_script_runs_main(tmp_path):
+    """The ``flowpca`` console script of the installed package is ``python -m flowpca``."""
+    from importlib.metadata import entry_points
+
+    scripts = entry_points(group="console_scripts", name="flowpca")
+    if not scripts:
+        pytest.skip("flowpca is not installed (no console script)")
+    (script,) = scripts
+    assert script.value == "flowpca.__main__:main"
+    result = run("--version", cwd=tmp_path, python_code=(
+        "import sys; from importlib.metadata import entry_points; "
+        "(s,) = entry_points(group='console_scripts', name='flowpca'); sys.exit(s.load()())"))
+    assert result.returncode == 0 and result.stdout.startswith("flowpca "), result.stderr
+
+
 @pytest.mark.parametrize("command", ["demo", "fit", "transform", "inverse", "score",
                                      "sample"])
 def test_subcommand_help(command, capsys):
