@@ -33,6 +33,9 @@ _SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_")
 # the 47 S-curve points left of 300; at D = 64 (digits) it rescued none of 7 and cost
 # 8-50 s per point.
 _LM_MAX_FEATURES = 16
+# inverse_transform restarts an unconverged point from this many further reference points
+# (the first for more than _LM_MAX_FEATURES features, where every solve costs more).
+_INVERSE_RESTARTS = 8
 
 # Largest dimension for which penalty_estimator='auto' forms the exact Jacobian norm
 # (cost ~ D extra tangent columns per pass) rather than a one-probe Hutchinson estimate.
@@ -878,7 +881,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``transform(x) = X`` is solved per point, from the reference point whose components
         are nearest ``X``, by a quasi-Newton iteration (one evaluation of the components
         per step) and, for up to 16 features, Levenberg-Marquardt for the points it
-        leaves (see :mod:`flowpca._inverse`); points that do not converge to
+        leaves (see :mod:`flowpca._inverse`). A point left unconverged starts again from
+        the next nearest reference points (up to 8 more; 1 above 16 features). Where the
+        component map folds (two points share their components, e.g. near the turns of an
+        S-curve) the solver returns one of them. Points that do not converge to
         ``inverse_tol`` within ``inverse_max_iter`` iterations are reported in a
         :class:`~sklearn.exceptions.ConvergenceWarning` with the worst residual.
 
@@ -926,20 +932,24 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 _, Vh, y_hat = self._oriented_components(x, full=True)
                 return y_hat - target[index], Vh
 
-            def residual(x, index):
-                return residual_and_directions(x, index)[0]
-
-            # Start from the reference point whose components are nearest the target.
-            start = points[torch.cdist(target[:, :k], point_components).argmin(dim=1)]
-            x, norm = _inverse.frame_broyden(residual_and_directions, start,
-                                                  tol=self.inverse_tol,
-                                                  max_iter=self.inverse_max_iter)
-            left = (norm > self.inverse_tol).nonzero().squeeze(1)
-            if len(left) and n_features <= _LM_MAX_FEATURES:
-                x_left, norm_left = _inverse.levenberg_marquardt(
-                    lambda x, index: residual(x, left[index]), x[left],
-                    tol=self.inverse_tol, max_iter=self.inverse_max_iter)
-                x[left], norm[left] = x_left, norm_left
+            # Start from the reference point whose components are nearest the target;
+            # rows left unconverged restart from the next nearest ones.
+            restarts = _INVERSE_RESTARTS if n_features <= _LM_MAX_FEATURES else 1
+            n_starts = min(1 + restarts, points.shape[0])
+            starts = torch.cdist(target[:, :k], point_components).topk(
+                n_starts, dim=1, largest=False).indices
+            x = points[starts[:, 0]]
+            norm = torch.full((x.shape[0],), torch.inf, device=device, dtype=dtype)
+            left = torch.arange(x.shape[0], device=device)
+            for attempt in range(n_starts):
+                if attempt:
+                    left = (norm > self.inverse_tol).nonzero().squeeze(1)
+                    if not len(left):
+                        break
+                x_try, norm_try = self._solve_components(
+                    residual_and_directions, points[starts[left, attempt]], left)
+                better = norm_try < norm[left]
+                x[left[better]], norm[left[better]] = x_try[better], norm_try[better]
             out.append(_device.to_numpy(x))
             residuals.append(_device.to_numpy(norm))
         residuals = np.concatenate(residuals) if residuals else np.empty(0)
@@ -950,6 +960,20 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                           f"> inverse_tol={self.inverse_tol}).", ConvergenceWarning,
                           stacklevel=2)
         return (np.concatenate(out) if out else np.empty((0, n_features))) + self.mean_
+
+    def _solve_components(self, residual_and_directions, x0, rows):
+        """Solve ``transform(x) = target[rows]`` from ``x0``: quasi-Newton, then
+        Levenberg-Marquardt for the rows it leaves (up to ``_LM_MAX_FEATURES``)."""
+        x, norm = _inverse.frame_broyden(
+            lambda x, index: residual_and_directions(x, rows[index]), x0,
+            tol=self.inverse_tol, max_iter=self.inverse_max_iter)
+        left = (norm > self.inverse_tol).nonzero().squeeze(1)
+        if len(left) and x0.shape[1] <= _LM_MAX_FEATURES:
+            x_left, norm_left = _inverse.levenberg_marquardt(
+                lambda x, index: residual_and_directions(x, rows[left[index]])[0], x[left],
+                tol=self.inverse_tol, max_iter=self.inverse_max_iter)
+            x[left], norm[left] = x_left, norm_left
+        return x, norm
 
     # ------------------------------------------------------------------ diagnostics
     def local_variances(self, X):
@@ -1127,6 +1151,22 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Returns
         -------
         distance : ndarray of shape (n_samples,)
+            Euclidean distance, in the units of ``X``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from flowpca import NormalizingFlowPCA
+        >>> from flowpca.datasets import make_sine_wave
+        >>> X, _ = make_sine_wave(200, random_state=0)
+        >>> model = NormalizingFlowPCA(2, flow="injective", n_layers=2, max_iter=5,
+        ...                            random_state=0).fit(X)
+        >>> distance = model.off_manifold_distance(X)
+        >>> distance.shape
+        (200,)
+        >>> bool(np.allclose(model.off_manifold_distance(model.sample(5, random_state=0)),
+        ...                  0, atol=1e-6))  # samples lie on the manifold
+        True
         """
         Xc = self._validate_centered(X)
         if not getattr(self.flow_, "is_injective", False):

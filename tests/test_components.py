@@ -134,11 +134,14 @@ def _round_trip(model, X):
     return error, residual, reported
 
 
-def _assert_round_trip(model, X, min_fraction):
-    """At least ``min_fraction`` of the rows come back within relative error 1e-4; every
-    row whose components were not matched (unconverged) is reported in the warning."""
+def _assert_round_trip(model, X, min_fraction, min_converged=0.99):
+    """At least ``min_fraction`` of the rows come back within relative error 1e-4, at
+    least ``min_converged`` of them have exactly the requested components (residual
+    <= 1e-6), and every row whose components were not matched is reported in the
+    warning."""
     error, residual, reported = _round_trip(model, X)
     assert np.mean(error <= 1e-4) >= min_fraction, np.sort(error)[-10:]
+    assert np.mean(residual <= 1e-6) >= min_converged, np.sort(residual)[-10:]
     assert reported >= np.sum(residual > 1e-6)
 
 
@@ -250,12 +253,14 @@ def test_paper_s_curve_round_trip(s_curve_model):
     to about 2.7 at |t| = 1 and falls to 1.4 at |t| = 2, and component 1 = local scale x
     latent coordinate then decreases over about an eighth of the curve. There a training
     point can share its components with another point of the surface, which
-    inverse_transform may return, or the solver stalls at the fold (reported in the
-    warning): 94.6-96.5 % of the training points come back within 1e-4 (see
-    benchmarks/results/s_curve_recovery.md), and every returned point not reported as
-    unconverged has exactly the requested components."""
+    inverse_transform may return, or the solver stalls at the fold and restarts from
+    other reference points. Measured on all 2 000 training points (seeds 0 / 1): 97.35 /
+    97.05 % come back within 1e-4, 99.95 / 99.95 % have exactly the requested components
+    (1 point each reported unconverged; without restarts 98.95 % and 96.35 % for seed 0),
+    and every returned point not reported as unconverged has exactly the requested
+    components."""
     model, X, _ = s_curve_model
-    _assert_round_trip(model, X[:300], min_fraction=0.9)
+    _assert_round_trip(model, X[:300], min_fraction=0.95, min_converged=0.99)
 
 
 def test_structured_inverse_jacobian_products_match_the_generic_ones():

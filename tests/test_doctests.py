@@ -93,15 +93,8 @@ def _public_api():
     return objects + methods
 
 
-# Known gaps, reported to the estimator's owners: xfail until the Examples land.
-_KNOWN_GAPS = {"NormalizingFlowPCA.off_manifold_distance"}
-
-
 def _public_api_params():
-    return [pytest.param(obj, id=obj.__qualname__, marks=pytest.mark.xfail(
-                reason="docstring lacks Examples (known gap)", strict=False))
-            if obj.__qualname__ in _KNOWN_GAPS else pytest.param(obj, id=obj.__qualname__)
-            for obj in _public_api()]
+    return [pytest.param(obj, id=obj.__qualname__) for obj in _public_api()]
 
 
 @pytest.mark.parametrize("obj", _public_api_params())
