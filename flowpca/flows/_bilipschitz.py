@@ -110,6 +110,12 @@ class BiLipschitzMLPFlow(MLPFlow):
         -------
         config : dict
             ``type(self)(**config)`` builds a flow of the same architecture.
+
+        Examples
+        --------
+        >>> from flowpca.flows import BiLipschitzMLPFlow
+        >>> BiLipschitzMLPFlow(2, n_layers=1, lipschitz=3.0).get_config()
+        {'n_features': 2, 'n_layers': 1, 'activation': 'asinh', 'lipschitz': 3.0}
         """
         return {**super().get_config(), "lipschitz": self.lipschitz}
 
@@ -120,6 +126,25 @@ class BiLipschitzMLPFlow(MLPFlow):
         -------
         torch.Tensor of shape (n_layers + 1, D)
             ``s_l = L ** tanh(theta_l)``, inside ``(1/L, L)``.
+
+        Examples
+        --------
+        They are the singular values of :attr:`weights`, inside ``(1/L, L)`` whatever the
+        parameters:
+
+        >>> import torch
+        >>> from flowpca.flows import BiLipschitzMLPFlow
+        >>> flow = BiLipschitzMLPFlow(3, n_layers=1, lipschitz=2.0)
+        >>> with torch.no_grad():
+        ...     _ = flow.log_scale_logits.copy_(torch.tensor([[-5.0, 0.0, 5.0]] * 2))
+        >>> s = flow.singular_values()
+        >>> s.shape
+        torch.Size([2, 3])
+        >>> bool((s >= 0.5).all() and (s <= 2.0).all())
+        True
+        >>> svdvals = torch.linalg.svdvals(torch.stack(flow.weights))
+        >>> torch.allclose(svdvals, s.sort(dim=-1, descending=True).values)
+        True
         """
         return torch.exp(math.log(self.lipschitz) * torch.tanh(self.log_scale_logits))
 
@@ -151,6 +176,24 @@ class BiLipschitzMLPFlow(MLPFlow):
         Returns
         -------
         flow : BiLipschitzMLPFlow
+
+        Examples
+        --------
+        The whitening of data with scales from 0.01 to 100 would need singular values up to
+        100; here they are clipped to ``[1/L, L]``:
+
+        >>> import torch
+        >>> from flowpca.flows import BiLipschitzMLPFlow
+        >>> X = torch.randn(50, 3, generator=torch.Generator().manual_seed(0),
+        ...                 dtype=torch.float64) * torch.tensor([100.0, 1.0, 0.01],
+        ...                                                     dtype=torch.float64)
+        >>> flow = BiLipschitzMLPFlow.from_data(X, alpha=0.0, n_layers=1, lipschitz=2.0)
+        >>> svdvals = torch.linalg.svdvals(torch.stack(flow.weights))
+        >>> bool((svdvals >= 0.5 - 1e-9).all() and (svdvals <= 2.0 + 1e-9).all())
+        True
+        >>> y, _ = flow(X)
+        >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
+        True
         """
         lipschitz = _check_lipschitz(lipschitz)
         floor = alpha

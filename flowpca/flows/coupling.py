@@ -190,6 +190,15 @@ class RealNVPFlow(Flow):
         -------
         config : dict
             ``type(self)(**config)`` builds a flow of the same architecture.
+
+        Examples
+        --------
+        >>> from flowpca.flows import RealNVPFlow
+        >>> config = RealNVPFlow(3, n_couplings=2, hidden_features=(8,)).get_config()
+        >>> config
+        {'n_features': 3, 'n_couplings': 2, 'hidden_features': (8,), 'scale_clamp': 3.0}
+        >>> len(RealNVPFlow(**config).conditioners)
+        2
         """
         return {"n_features": self.n_features, "n_couplings": self.n_couplings,
                 "hidden_features": self.hidden_features, "scale_clamp": self.scale_clamp}
@@ -208,6 +217,19 @@ class RealNVPFlow(Flow):
         -------
         None
             The parameters are set in place.
+
+        Examples
+        --------
+        The flow is the identity afterwards, whatever its parameters were:
+
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow = RealNVPFlow.from_data(x, alpha=1e-3, n_couplings=2, hidden_features=(8,))
+        >>> flow.reset_parameters(torch.Generator().manual_seed(1))
+        >>> y, log_abs_det = flow(x)
+        >>> torch.equal(y, x), log_abs_det.tolist()
+        (True, [0.0, 0.0, 0.0, 0.0])
         """
         self.weight.copy_(torch.eye(self.n_features, dtype=self.weight.dtype))
         self.bias.zero_()
@@ -241,6 +263,21 @@ class RealNVPFlow(Flow):
         Returns
         -------
         flow : RealNVPFlow
+
+        Examples
+        --------
+        The initial output is white on ``X`` (with ``alpha=0``: covariance exactly ``I``):
+
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> X = torch.randn(100, 3, generator=torch.Generator().manual_seed(0),
+        ...                 dtype=torch.float64)
+        >>> X = X * torch.tensor([3.0, 1.0, 0.1], dtype=torch.float64)
+        >>> X = X - X.mean(dim=0)
+        >>> flow = RealNVPFlow.from_data(X, alpha=0.0, n_couplings=2, hidden_features=(8,))
+        >>> y, _ = flow(X)
+        >>> torch.allclose(y.T @ y / len(X), torch.eye(3, dtype=torch.float64))
+        True
         """
         n_samples, n_features = X.shape
         flow = cls(n_features, n_couplings, hidden_features, scale_clamp).to(
@@ -329,6 +366,25 @@ class RealNVPFlow(Flow):
         y : torch.Tensor of shape (n, D)
         log_abs_det : torch.Tensor of shape (n,)
             ``log|det J_f(x)| = log|det W| + sum_k sum_i s_k,i``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
+        >>> with torch.no_grad():  # non-identity couplings (as after training)
+        ...     for conditioner in flow.conditioners:
+        ...         last = conditioner.weights[-1]
+        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
+        ...                                          dtype=torch.float64))
+        >>> y, log_abs_det = flow.forward(X)
+        >>> y.shape
+        torch.Size([5, 3])
+        >>> J = flow.jacobian(X)  # log|det J| from the singular values agrees
+        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), log_abs_det)
+        True
         """
         y, log_abs_det, _ = self._pass(x)
         return y, log_abs_det
@@ -344,6 +400,22 @@ class RealNVPFlow(Flow):
         Returns
         -------
         x : torch.Tensor of shape (n, D)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
+        >>> with torch.no_grad():  # non-identity couplings (as after training)
+        ...     for conditioner in flow.conditioners:
+        ...         last = conditioner.weights[-1]
+        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
+        ...                                          dtype=torch.float64))
+        >>> y, _ = flow(X)
+        >>> bool((flow.inverse(y) - X).abs().max() < 1e-10)
+        True
         """
         h = y
         for coupling in range(self.n_couplings - 1, -1, -1):
@@ -366,6 +438,23 @@ class RealNVPFlow(Flow):
         Returns
         -------
         y, jv : torch.Tensor of shape (n, D)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
+        >>> with torch.no_grad():  # non-identity couplings (as after training)
+        ...     for conditioner in flow.conditioners:
+        ...         last = conditioner.weights[-1]
+        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
+        ...                                          dtype=torch.float64))
+        >>> v = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+        >>> y, jv = flow.jvp(X, v)
+        >>> torch.allclose(jv, (flow.jacobian(X) @ v.unsqueeze(-1)).squeeze(-1))
+        True
         """
         y, _, z = self._pass(x, tangents=v.unsqueeze(1), log_det=False)
         return y, z.squeeze(1)
@@ -380,6 +469,27 @@ class RealNVPFlow(Flow):
         Returns
         -------
         torch.Tensor of shape (n, D, D)
+
+        Examples
+        --------
+        With an identity input layer, a coupling's Jacobian is triangular: the kept (even)
+        features do not depend on the transformed (odd) ones.
+
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> flow = RealNVPFlow(2, n_couplings=1, hidden_features=(8,))
+        >>> with torch.no_grad():
+        ...     last = flow.conditioners[0].weights[-1]
+        ...     _ = last.copy_(torch.randn(last.shape, generator=generator, dtype=torch.float64))
+        >>> x = torch.randn(4, 2, generator=generator, dtype=torch.float64)
+        >>> J = flow.jacobian(x)
+        >>> J.shape
+        torch.Size([4, 2, 2])
+        >>> J[:, 0].tolist()  # y_0 = x_0
+        [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]
+        >>> torch.allclose(J[:, 1, 1].log(), flow(x)[1])  # log|det J| = s(x_0)
+        True
         """
         return self._pass(x, identity=True, log_det=False)[2].transpose(1, 2)
 
@@ -401,6 +511,24 @@ class RealNVPFlow(Flow):
         Returns
         -------
         torch.Tensor of shape (n,)
+
+        Examples
+        --------
+        A fresh flow is the identity, ``||I||_F^2 = D``:
+
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> flow = RealNVPFlow(3, n_couplings=2, hidden_features=(8,))
+        >>> x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow.frobenius_sq(x).tolist()
+        [3.0, 3.0]
+        >>> flow.frobenius_sq(x, method="hutchinson", n_probes=2,
+        ...                   generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([2])
+        >>> flow.frobenius_sq(x, method="hutchinson")
+        Traceback (most recent call last):
+            ...
+        ValueError: method='hutchinson' needs a torch.Generator: ...
         """
         return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
 
@@ -417,6 +545,24 @@ class RealNVPFlow(Flow):
         y : torch.Tensor of shape (n, D)
         log_abs_det : torch.Tensor of shape (n,)
         frobenius_sq : torch.Tensor of shape (n,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import RealNVPFlow
+        >>> generator = torch.Generator().manual_seed(0)
+        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
+        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
+        >>> with torch.no_grad():  # non-identity couplings (as after training)
+        ...     for conditioner in flow.conditioners:
+        ...         last = conditioner.weights[-1]
+        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
+        ...                                          dtype=torch.float64))
+        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(X)
+        >>> torch.allclose(log_abs_det, flow(X)[1])
+        True
+        >>> torch.allclose(frobenius_sq, flow.jacobian(X).pow(2).sum(dim=(1, 2)))
+        True
         """
         return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
 

@@ -19,7 +19,6 @@ import copy
 import math
 
 import torch
-from torch import nn
 
 from ._base import Flow
 
@@ -81,8 +80,8 @@ def _check_standard_normal(base, n_features):
             raise ValueError(message) from error
         expected = (-0.5 * z.double().pow(2).sum(dim=1)
                     - 0.5 * n_features * math.log(2 * math.pi))
-    if log_prob.shape != expected.shape or not torch.allclose(log_prob, expected,
-                                                             rtol=1e-5, atol=1e-5):
+    if log_prob.shape != expected.shape or not torch.allclose(
+            log_prob, expected, rtol=1e-5, atol=1e-5):
         raise ValueError(message)
 
 
@@ -170,6 +169,29 @@ class ZukoFlow(Flow):
         -------
         config : dict
             ``flow`` (the copied transform) and ``n_features``.
+
+        Examples
+        --------
+        ``type(flow)(**config)`` followed by ``load_state_dict`` rebuilds the flow (the
+        standardization buffers travel in the state dict):
+
+        >>> import torch
+        >>> import zuko
+        >>> from flowpca.flows import ZukoFlow
+        >>> with torch.random.fork_rng(devices=[]):
+        ...     _ = torch.manual_seed(0)
+        ...     maf = zuko.flows.MAF(2, transforms=1, hidden_features=(8,))
+        >>> X = torch.randn(10, 2, generator=torch.Generator().manual_seed(0),
+        ...                 dtype=torch.float64)
+        >>> flow = ZukoFlow(maf.to(torch.float64)).standardize_for(X)
+        >>> config = flow.get_config()
+        >>> sorted(config), config["flow"] is flow.transform
+        (['flow', 'n_features'], False)
+        >>> rebuilt = ZukoFlow(**config)
+        >>> rebuilt.load_state_dict(flow.state_dict())
+        <All keys matched successfully>
+        >>> torch.equal(rebuilt(X)[0], flow(X)[0])
+        True
         """
         return {"flow": copy.deepcopy(self.transform).cpu(), "n_features": self.n_features}
 
@@ -187,6 +209,18 @@ class ZukoFlow(Flow):
         Returns
         -------
         self : ZukoFlow
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> X = torch.tensor([[0.0, 5.0], [2.0, 5.0]], dtype=torch.float64)  # a constant feature
+        >>> flow = MAFFlow(2, transforms=1, hidden_features=(8,)).standardize_for(X, floor=3.0)
+        >>> flow.shift.tolist()
+        [1.0, 5.0]
+        >>> torch.allclose(flow.scale ** 2, torch.tensor([1.0 + 3.0, 0.0 + 3.0],
+        ...                                              dtype=torch.float64))
+        True
         """
         variance = X.var(dim=0, unbiased=False) if X.shape[0] > 1 else torch.zeros_like(X[0])
         scale = (variance + floor).clamp_min(torch.finfo(X.dtype).tiny).sqrt()
@@ -208,6 +242,22 @@ class ZukoFlow(Flow):
         -------
         y : torch.Tensor of shape (n, D)
         log_abs_det : torch.Tensor of shape (n,)
+
+        Examples
+        --------
+        The standardization is part of the flow: rescaled data give the same latent points and
+        a log-determinant shifted by ``-D log(10)``.
+
+        >>> import math
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
+        >>> y, log_abs_det = flow.forward(X)
+        >>> flow_10 = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(10 * X)
+        >>> y_10, log_abs_det_10 = flow_10.forward(10 * X)
+        >>> torch.allclose(y_10, y), torch.allclose(log_abs_det_10, log_abs_det - 3 * math.log(10))
+        (True, True)
         """
         y, ladj = self.transform().call_and_ladj(self._standardized(x))
         return y, ladj - self.scale.log().sum()
@@ -226,6 +276,16 @@ class ZukoFlow(Flow):
         Returns
         -------
         x : torch.Tensor of shape (n, D)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
+        >>> y, _ = flow(X)
+        >>> bool((flow.inverse(y) - X).abs().max() < 1e-10)
+        True
         """
         return self.transform().inv(y) * self.scale + self.shift
 
@@ -254,6 +314,18 @@ class ZukoFlow(Flow):
         Returns
         -------
         torch.Tensor of shape (n, D, D)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
+        >>> J = flow.jacobian(X)
+        >>> J.shape
+        torch.Size([5, 3, 3])
+        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), flow(X)[1])
+        True
         """
         blocks = [self._jacobian_pass(x[start:start + _CHUNK_ROWS])[2]
                   for start in range(0, x.shape[0], _CHUNK_ROWS)]
@@ -321,6 +393,18 @@ class ZukoFlow(Flow):
         Returns
         -------
         torch.Tensor of shape (n,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
+        >>> torch.allclose(flow.frobenius_sq(X), flow.jacobian(X).pow(2).sum(dim=(1, 2)))
+        True
+        >>> flow.frobenius_sq(X, method="hutchinson", n_probes=2,
+        ...                   generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([5])
         """
         return self._frobenius(x, method, n_probes, generator, log_det=False)[2]
 
@@ -337,6 +421,20 @@ class ZukoFlow(Flow):
         -------
         y : torch.Tensor of shape (n, D)
         log_abs_det, frobenius_sq : torch.Tensor of shape (n,)
+
+        Examples
+        --------
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
+        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(
+        ...     X, method="hutchinson", n_probes=2, generator=torch.Generator().manual_seed(1))
+        >>> torch.allclose(log_abs_det, flow(X)[1])
+        True
+        >>> torch.allclose(frobenius_sq, flow.frobenius_sq(  # same probes, same estimate
+        ...     X, method="hutchinson", n_probes=2, generator=torch.Generator().manual_seed(1)))
+        True
         """
         return self._frobenius(x, method, n_probes, generator, log_det=True)
 
@@ -404,6 +502,20 @@ class NSFFlow(ZukoFlow):
         -------
         config : dict
             ``type(self)(**config)`` builds a flow of the same architecture.
+
+        Examples
+        --------
+        The seed is part of the configuration, so the rebuilt flow starts with the same weights:
+
+        >>> import torch
+        >>> from flowpca.flows import NSFFlow
+        >>> flow = NSFFlow(2, transforms=1, hidden_features=(8,), bins=4, seed=3)
+        >>> config = flow.get_config()
+        >>> config
+        {'n_features': 2, 'transforms': 1, 'hidden_features': (8,), 'bins': 4, 'seed': 3}
+        >>> x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> torch.equal(NSFFlow(**config)(x)[0], flow(x)[0])
+        True
         """
         return {"n_features": self.n_features, "transforms": self.transforms,
                 "hidden_features": self.hidden_features, "bins": self.bins,
@@ -461,6 +573,20 @@ class MAFFlow(ZukoFlow):
         -------
         config : dict
             ``type(self)(**config)`` builds a flow of the same architecture.
+
+        Examples
+        --------
+        The seed is part of the configuration, so the rebuilt flow starts with the same weights:
+
+        >>> import torch
+        >>> from flowpca.flows import MAFFlow
+        >>> flow = MAFFlow(2, transforms=1, hidden_features=(8,), seed=3)
+        >>> config = flow.get_config()
+        >>> config
+        {'n_features': 2, 'transforms': 1, 'hidden_features': (8,), 'seed': 3}
+        >>> x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        >>> torch.equal(MAFFlow(**config)(x)[0], flow(x)[0])
+        True
         """
         return {"n_features": self.n_features, "transforms": self.transforms,
                 "hidden_features": self.hidden_features, "seed": self.seed}
