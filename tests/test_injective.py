@@ -149,3 +149,86 @@ def test_auto_latent_dimension_from_a_preliminary_full_dimensional_fit():
         X).intrinsic_dimension_ == 2
     assert model.n_components_ == model.flow_.n_components == 2
     assert model.transform(X).shape == (200, 2)
+
+
+# ---------------------------------------------------------------- manifold recovery (issue 9)
+# A 1-D injective flow g: R -> R^2 is h(0, z) with h a bijection of the plane, so its image
+# is an open curve: it covers a circle at best minus a gap, which the likelihood puts at the
+# low-density side (theta near pi for a von Mises angle around 0). The latent is identified
+# only up to a monotone reparametrization, hence rank correlations; for the circle the
+# angle is unwrapped around the von Mises mean (cut at mu + pi, the density minimum), which
+# is the circular-linear rank correlation with the cut where the gap belongs. For the sheet
+# the latent density is isotropic, so the fit is identified only up to a rotation of the
+# latent plane (g o R fits as well): each factor's recovery is the best |Spearman| over
+# directions w of the latent, w . z (a factor linearly mixed into both coordinates is
+# recovered exactly this way).
+
+
+def _von_mises_circle(n_samples, seed, kappa=2.0):
+    rng = np.random.RandomState(seed)
+    theta = rng.vonmises(0.0, kappa, size=n_samples)  # in [-pi, pi]: unwrapped around mu
+    return np.column_stack([np.cos(theta), np.sin(theta)]), theta
+
+
+def _sine_sheet(n_samples, seed):
+    rng = np.random.RandomState(seed)
+    factors = rng.normal(size=(n_samples, 2))
+    u, v = factors.T
+    return np.column_stack([u, v, 0.5 * np.sin(u)]), factors
+
+
+def _distance_to_sine_sheet(X):
+    """Exact distance to {(u, v, sin(u) / 2)}: the closest point has v = x2 and u within
+    |x1 - u| <= distance <= |x3 - sin(x1) / 2|, searched on a fine grid (step 1e-3)."""
+    bound = np.abs(X[:, 2] - 0.5 * np.sin(X[:, 0]))[:, None]
+    u = X[:, :1] + bound * np.linspace(-1.0, 1.0, 2001)[None]
+    return np.sqrt(((X[:, :1] - u) ** 2 + (X[:, 2:] - 0.5 * np.sin(u)) ** 2).min(axis=1))
+
+
+def _best_direction_spearman(Z, factor, n_angles=180):
+    angles = np.linspace(0.0, np.pi, n_angles, endpoint=False)
+    projections = Z @ np.stack([np.cos(angles), np.sin(angles)])
+    return max(abs(spearmanr(p, factor).correlation) for p in projections.T)
+
+
+@pytest.mark.slow
+def test_circle_samples_lie_on_it_and_the_latent_recovers_the_angle():
+    # Settings: 4 body layers (the default 8 fit the circle worse in the same time),
+    # learning rate 1e-2 (3e-2: mean sample distance 0.050, round trip 46 % within 0.05),
+    # batches of 100 (200: 0.030 with 1500 epochs). ~15-25 s on one thread.
+    X, _ = _von_mises_circle(800, seed=0)
+    model = _fit(X, 1, n_layers=4, learning_rate_init=1e-2, batch_size=100, max_iter=1000)
+    # Measured (data seed = random_state = 0, 1, 2; 25, 23, 33 s CPU): mean sample
+    # distance 0.025, 0.054, 0.021 (seed 1 fails: latent-tail samples off the circle's
+    # ends, max 6.7); round trip median 0.016, 0.030, 0.018, within 0.1 for 95.8 %,
+    # 92.2 %, 97.2 %; |Spearman(z, theta)| 0.980, 0.966, 0.999.
+    samples = model.sample(1000, random_state=0)
+    assert np.abs(np.linalg.norm(samples, axis=1) - 1.0).mean() < 0.05
+    X_new, theta = _von_mises_circle(500, seed=100)
+    Z = model.transform(X_new)
+    # The reconstruction g(g^+(x)) of a point of the circle is exact only where the
+    # learned curve passes through it: within a tenth of the radius for nine points in
+    # ten (the rest lie near the gap, where the curve cannot close).
+    error = np.linalg.norm(model.inverse_transform(Z) - X_new, axis=1)
+    assert np.median(error) < 0.05
+    assert np.mean(error < 0.1) >= 0.9
+    assert abs(spearmanr(Z[:, 0], theta).correlation) >= 0.95
+
+
+@pytest.mark.slow
+def test_sheet_samples_lie_on_it_and_the_latent_recovers_both_factors():
+    # Settings: 4 body layers, learning rate 1e-2, 1000 epochs: ~15-20 s on one thread.
+    X, _ = _sine_sheet(800, seed=0)
+    model = _fit(X, 2, n_layers=4, learning_rate_init=1e-2, max_iter=1000)
+    # Measured (data seed = random_state = 0, 1, 2; 19, 20, 20 s CPU): mean sample
+    # distance 0.009, 0.010, 0.010; round trip within 0.05 for 99.0 %, 98.2 %, 98.4 % of
+    # fresh points (median 0.008); recovery of (u, v) 1.000/0.977, 1.000/0.979,
+    # 1.000/0.995 (per coordinate, without the rotation, seed 1 gives about 0.5 for u).
+    samples = model.sample(1000, random_state=0)
+    assert _distance_to_sine_sheet(samples).mean() < 0.05
+    X_new, factors = _sine_sheet(500, seed=100)
+    Z = model.transform(X_new)
+    error = np.linalg.norm(model.inverse_transform(Z) - X_new, axis=1)
+    assert np.mean(error < 0.05) >= 0.9
+    for factor in factors.T:
+        assert _best_direction_spearman(Z, factor) >= 0.95
