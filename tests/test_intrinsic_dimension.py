@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sklearn.datasets import make_swiss_roll
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
@@ -98,6 +100,22 @@ def test_mlp_finds_the_manifold_dimension(make, expected):
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = NormalizingFlowPCA("auto", max_iter=300, random_state=0).fit(X)
     assert model.intrinsic_dimension_ == model.n_components_ == expected
+
+
+@pytest.mark.slow
+def test_spline_flow_finds_the_swiss_roll_sheet():
+    """The noise-free swiss roll (standardized) is a 2-D sheet. The asinh MLP does not
+    unroll it (2 000 points, 823 epochs: mean local variances 1.24 / 1.01 / 0.87, all
+    three components counted), the spline flow does: typical third variance 22 / 12
+    alpha (seeds 0 / 1, 1 000 points, 300 epochs; 5-6 alpha with 2 000 points) against
+    ~1e4 alpha for the sheet's second direction and a threshold of 100 alpha."""
+    X, _ = make_swiss_roll(1000, noise=0.0, random_state=0)
+    X = StandardScaler().fit_transform(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = NormalizingFlowPCA("auto", flow="nsf", n_layers=3, max_iter=300,
+                                   early_stopping=True, random_state=0).fit(X)
+    assert model.intrinsic_dimension_ == model.n_components_ == 2
 
 
 @pytest.mark.parametrize("threshold", [1.0, 0.5, -3.0, "10"])
