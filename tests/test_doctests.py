@@ -136,17 +136,6 @@ def test_flow_contract_methods_have_examples(name):
     assert "Examples\n--------" in doc, f"Flow.{name} docstring lacks Examples"
 
 
-# Public methods of InjectiveFlow (flows/injective.py) that still lack Examples: pending,
-# that module was being reworked when the other families gained theirs. Remove names here
-# as their Examples land.
-_EXAMPLES_PENDING = {
-    ("InjectiveFlow", name) for name in (
-        "get_config", "project", "generate", "reconstruct", "off_manifold_distance",
-        "jacobian_g", "half_log_det_gram", "stochastic_volume_surrogate", "volume_term",
-        "manifold_log_likelihood", "forward", "inverse", "forward_and_frobenius_sq",
-        "frobenius_sq")}
-
-
 def _exported_flow_method_names():
     """``(class, name)`` of every public method (properties and attributes excepted) of
     every class that :mod:`flowpca.flows` exports, defined by the class or inherited from
@@ -163,12 +152,8 @@ def _exported_flow_method_names():
 
 
 def _exported_flow_methods():
-    params = []
-    for cls, name in _exported_flow_method_names():
-        marks = ([pytest.mark.skip(reason="pending: InjectiveFlow's Examples")]
-                 if (cls.__name__, name) in _EXAMPLES_PENDING else [])
-        params.append(pytest.param(cls, name, id=f"{cls.__name__}.{name}", marks=marks))
-    return params
+    return [pytest.param(cls, name, id=f"{cls.__name__}.{name}")
+            for cls, name in _exported_flow_method_names()]
 
 
 @pytest.mark.parametrize("cls, name", _exported_flow_methods())
@@ -177,9 +162,3 @@ def test_exported_flow_methods_have_examples(cls, name):
     # (as Sphinx autodoc does), so such overrides count as documented by the contract.
     doc = inspect.getdoc(getattr(cls, name)) or ""
     assert "Examples\n--------" in doc, f"{cls.__name__}.{name} docstring lacks Examples"
-
-
-def test_examples_pending_names_existing_methods():
-    # The pending set must not outlive renames or removals.
-    known = {(cls.__name__, name) for cls, name in _exported_flow_method_names()}
-    assert _EXAMPLES_PENDING <= known, sorted(_EXAMPLES_PENDING - known)
