@@ -50,7 +50,8 @@ def _versions(threads):
     import zuko
     return (f"flowpca {flowpca.__version__}, torch {torch.__version__}, zuko "
             f"{zuko.__version__}, scikit-learn {sklearn.__version__}, numpy "
-            f"{np.__version__}, Python {platform.python_version()}; {platform.processor() or platform.machine()}, "
+            f"{np.__version__}, Python {platform.python_version()}; "
+            f"{platform.processor() or platform.machine()}, "
             f"{threads} torch thread(s) (OMP_NUM_THREADS as set)")
 
 

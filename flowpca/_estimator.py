@@ -207,9 +207,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``hidden_scale`` (1.0) of its initialization (see
         :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
         bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
-        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none; 'nsf' accepts
-        ``hidden_features`` ((64, 64), the conditioner's hidden sizes) and ``bins`` (8,
-        spline bins); 'maf' accepts ``hidden_features`` ((64, 64)); 'realnvp' accepts
+        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none;
+        'nsf' accepts ``hidden_features`` ((64, 64), the conditioner's hidden sizes) and
+        ``bins`` (8, spline bins); 'maf' accepts ``hidden_features`` ((64, 64)); 'realnvp' accepts
         ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
         used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
         bound ``c`` on each coupling's log-scales ``c tanh(s / c)``); 'residual' and

@@ -2,9 +2,10 @@
 
 ``x = g(z) = h(pad(z))`` with ``h`` an invertible MLP on ``R^D`` (the "body", from padded
 latent to data) and ``pad`` placing ``z`` in the last ``d`` coordinates with zeros before.
-Generation runs the MLP forward (asinh layers grow at most linearly, so samples far in
-the latent tails stay finite); projection runs its exact inverse. The latent ``z`` has its own ``d``-dimensional MLP flow (the "base")
-to ``N(0, I_d)``. As in rectangular flows (Caterini et al., 2021):
+Generation runs the MLP forward (its layers grow at most linearly, so samples far in
+the latent tails stay finite); projection runs its exact inverse. The latent ``z`` has its
+own ``d``-dimensional MLP flow (the "base") to ``N(0, I_d)``. As in rectangular flows
+(Caterini et al., 2021):
 
 - projection onto the manifold: ``z = g^+(x)``, the last ``d`` coordinates of
   ``h^{-1}(x)``;
@@ -82,7 +83,8 @@ class InjectiveFlow(Flow):
     Examples
     --------
     Points of a plane in ``R^3`` (``d = 2``): with the identity initialization of the
-    constructor the manifold is the plane of the last two coordinates.
+    constructor the manifold is the plane ``x_1 = s(0)`` (``s`` the layers' activation,
+    applied to the zero padding), parallel to that of the last two coordinates.
 
     >>> import torch
     >>> from flowpca.flows import InjectiveFlow

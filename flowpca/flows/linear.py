@@ -37,7 +37,8 @@ class LinearFlow(Flow):
         super().__init__(n_features)
         if weight is None:
             weight = torch.eye(self.n_features, dtype=torch.float64)
-        self.weight = nn.Parameter(torch.as_tensor(weight).clone(memory_format=torch.contiguous_format))
+        self.weight = nn.Parameter(
+            torch.as_tensor(weight).clone(memory_format=torch.contiguous_format))
 
     def forward(self, x):
         log_abs_det = _linalg.slogdet(self.weight)[1]
