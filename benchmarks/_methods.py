@@ -26,6 +26,10 @@ Tuning protocols (all on the training set, never the test set):
 
 KernelPCA, Isomap, LLE and the KDE bandwidth search cost O(n^2) memory or worse: they
 see at most ``kernel_points`` training points.
+
+The density models (GaussianMixture, KernelDensity, every flow family) also draw samples
+(``Fitted.sample``, seeded): the comparison measures how far they lie from the true
+manifold.
 """
 
 import importlib
@@ -75,6 +79,7 @@ class Budget:
     gmm_components: tuple = (1, 2, 4, 8, 16, 32)
     kde_bandwidths: tuple = tuple(np.logspace(-2.5, 0, 11))  # times sqrt(v)
     trust_points: int = 1000
+    sample_points: int = 1000        # draws from each density model (off-manifold distance)
     reconstruction_points: int = 200
     # NormalizingFlowPCA.inverse_transform of a nonlinear flow is iterative, slower in
     # high dimension (about 20-70 ms per point at D = 64): fewer points there.
@@ -90,6 +95,7 @@ class Budget:
                    tune_points=300, kernel_points=300, kernel_tune_points=300,
                    kpca_gammas=(0.3, 3.0), kpca_ridges=(1e-2,), gmm_components=(1, 4),
                    kde_bandwidths=(0.03, 0.3), trust_points=100, reconstruction_points=10,
+                   sample_points=100,
                    slow_inverse_points=0, timeout=20, flow_cpu_seconds=3.0,
                    tune_cpu_seconds=1.0)
 
@@ -102,6 +108,7 @@ class Fitted:
     transform: object = None          # X -> first k components
     reconstruct: object = None        # X -> X_hat through k components
     score_samples: object = None      # X -> log-density (nats)
+    sample: object = None             # (n, seed) -> n draws from the fitted density
     slow_inverse: bool = False        # reconstruct is iterative (few points in high D)
     params: dict = field(default_factory=dict)
     tune_seconds: float = 0.0
@@ -205,8 +212,21 @@ def fit_gaussian_mixture(data, budget):
     k = max(scores, key=scores.get)
     tune_seconds = time.perf_counter() - start
     model, seconds = _timed(lambda: make(k).fit(data.X_train))
-    return Fitted(model, score_samples=model.score_samples, params={"n_components": k},
-                  tune_seconds=tune_seconds, fit_seconds=seconds)
+    return Fitted(model, score_samples=model.score_samples,
+                  sample=lambda n, seed: _gmm_sample(model, n, seed),
+                  params={"n_components": k}, tune_seconds=tune_seconds,
+                  fit_seconds=seconds)
+
+
+def _gmm_sample(model, n, seed):
+    """``n`` draws of a fitted GaussianMixture (its ``sample`` draws from its own
+    ``random_state``: set to ``seed`` for the draw, then restored)."""
+    previous = model.random_state
+    model.random_state = seed
+    try:
+        return model.sample(n)[0]
+    finally:
+        model.random_state = previous
 
 
 def fit_kernel_density(data, budget):
@@ -217,6 +237,7 @@ def fit_kernel_density(data, budget):
     bandwidth = search.best_params_["bandwidth"]
     model, seconds = _timed(lambda: KernelDensity(bandwidth=bandwidth).fit(data.X_train))
     return Fitted(model, score_samples=model.score_samples,
+                  sample=lambda n, seed: model.sample(n, random_state=seed),
                   params={"bandwidth": bandwidth}, tune_seconds=tune_seconds,
                   fit_seconds=seconds)
 
@@ -317,6 +338,7 @@ def flow_fitter(family, tuned):
         params = {"alpha": alpha, "epochs": getattr(model, "n_iter_", None),
                   "cpu_budget_reached": stopped, **params}
         return Fitted(model, model.transform, _with_inverse(model), model.score_samples,
+                      lambda n, seed: model.sample(n, random_state=seed),
                       slow_inverse=family != "linear", params=params,
                       tune_seconds=tune_seconds, fit_seconds=seconds)
     return fit

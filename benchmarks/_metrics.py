@@ -1,5 +1,6 @@
 """Scores of a fitted method on a test set: held-out log-likelihood, latent-factor
-recovery, trustworthiness and reconstruction error."""
+recovery, trustworthiness and reconstruction error; of a density model's samples: their
+distance to the true manifold."""
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -46,3 +47,32 @@ def relative_reconstruction_error(X, X_hat):
     variance that the reconstruction from ``k`` components misses."""
     total = np.mean(np.sum((X - X.mean(axis=0)) ** 2, axis=1))
     return float(np.mean(np.sum((X - X_hat) ** 2, axis=1)) / total)
+
+
+def off_manifold_distances(samples, manifold_distance):
+    """Mean and median Euclidean distance of ``samples`` to the true manifold.
+
+    Parameters
+    ----------
+    samples : ndarray of shape (n, n_features)
+        Draws from a fitted density model.
+    manifold_distance : callable
+        ``manifold_distance(X) -> (n,)``, e.g. a data set's ``manifold_distance``.
+
+    Returns
+    -------
+    mean, median : float
+        The mean is ``inf`` where the distances overflow (far tails of a flow).
+
+    Raises
+    ------
+    ValueError
+        If a sample is not finite (its distance is not defined).
+    """
+    samples = np.asarray(samples, dtype=float)
+    if not np.isfinite(samples).all():
+        n_bad = int((~np.isfinite(samples).all(axis=1)).sum())
+        raise ValueError(f"{n_bad} of {samples.shape[0]} samples are not finite")
+    with np.errstate(over="ignore", invalid="ignore"):
+        distances = manifold_distance(samples)
+        return float(np.mean(distances)), float(np.median(distances))

@@ -5,13 +5,17 @@ For each data set and method: held-out log-likelihood (nats/sample, density mode
 only: PCA's is probabilistic PCA's), latent-factor recovery (for each true factor, the
 largest |Spearman rho| over the first k components), trustworthiness of the k-component
 embedding (10 neighbours), relative reconstruction error with k components (methods with
-an inverse), and fit / tuning / transform / scoring seconds. Every registered flow
-family runs with alpha = 0 and with alpha tuned on a validation split (see
+an inverse), the mean distance of draws from the fitted density to the true manifold
+(density models on the noise-free manifolds), and fit / tuning / transform / scoring
+seconds. Every registered flow family runs with alpha = 0 and with alpha tuned on a
+validation split (see
 ``_methods.py`` for every tuning protocol); a family that does not import is listed as
 not available. A method that raises, times out or warns keeps its row, with the error.
 
 Writes ``compare.md`` and ``compare.csv`` (``compare_quick.*`` with ``--quick``) under
-``--out``. Asserts nothing.
+``--out``. Asserts nothing. ``--merge A.csv B.csv ...`` writes one report from earlier
+runs' rows instead (a later file's row replaces an earlier one of the same data set and
+method key), e.g. to rerun a few rows without rerunning the rest.
 
 Every flow fit trains for at most ``flow_cpu_seconds`` of CPU time (each alpha-tuning
 fit ``tune_cpu_seconds``; see ``Budget``), so that families of very different cost per
@@ -47,7 +51,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).par
 import datasets  # noqa: E402
 from _methods import Budget, all_methods, cpu_timer  # noqa: E402
 from _metrics import (factor_recovery, mean_log_likelihood,  # noqa: E402
-                      relative_reconstruction_error, trust)
+                      off_manifold_distances, relative_reconstruction_error, trust)
 from _report import (environment, header_lines, limited_threads,  # noqa: E402
                      markdown_table, write_csv)
 
@@ -56,18 +60,22 @@ REFERENCE = "nfpca-mlp-tuned"
 
 COLUMNS = [("dataset", "data"), ("method", "method"), ("status", "status"),
            ("test_ll", "test LL"), ("recovery", "recovery abs(rho)"), ("trust", "trust."),
-           ("recon_error", "recon. err"), ("recon_n", "recon. n"), ("fit_s", "fit s"),
+           ("recon_error", "recon. err"), ("recon_n", "recon. n"),
+           ("off_manifold", "off-manifold dist."),
+           ("off_manifold_median", "off-manifold median"), ("fit_s", "fit s"),
            ("tune_s", "tune s"),
            ("transform_s", "transform s"), ("score_s", "score s"),
            ("reconstruct_s", "recon. s"), ("params", "chosen"),
            ("notes", "notes")]
 CSV_KEYS = ["dataset", "n", "method", "key", "family", "status", "test_ll", "factors",
-            "recovery_1", "recovery_2", "trust", "recon_error", "recon_n", "fit_s", "tune_s",
-            "transform_s", "score_s", "reconstruct_s", "params", "notes"]
+            "recovery_1", "recovery_2", "trust", "recon_error", "recon_n", "off_manifold",
+            "off_manifold_median", "sample_n", "fit_s", "tune_s", "transform_s", "score_s",
+            "reconstruct_s", "sample_s", "params", "notes"]
 
 
 NUMERIC = {"test_ll", "recovery_1", "recovery_2", "trust", "recon_error", "recon_n",
-           "fit_s", "tune_s", "transform_s", "score_s", "reconstruct_s"}
+           "off_manifold", "off_manifold_median", "sample_n", "fit_s", "tune_s",
+           "transform_s", "score_s", "reconstruct_s", "sample_s"}
 
 
 class MethodTimeout(Exception):
@@ -106,6 +114,32 @@ def _timed(fn, *args):
     return value, time.perf_counter() - start
 
 
+def _sample_distance(fitted, data, budget, row):
+    """Fill ``row`` with the mean distance of the fitted density's draws to the true
+    manifold, where both exist; a draw that fails is noted in the row, not fatal."""
+    if fitted.sample is None or data.manifold_distance is None:
+        return
+    row["stage"] = "sample"
+    n = budget.sample_points
+    try:
+        samples, row["sample_s"] = _timed(fitted.sample, n, data.seed)
+        mean, row["off_manifold_median"] = off_manifold_distances(
+            samples, data.manifold_distance)
+    except MethodTimeout:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- noted in the row; the other scores stand
+        message = str(exc).splitlines()[0][:160] if str(exc) else ""
+        row["sample_note"] = ("off-manifold distance not computed: "
+                              f"{type(exc).__name__}: {message}")
+        return
+    row["sample_n"] = n
+    if np.isfinite(mean):
+        row["off_manifold"] = mean
+    else:
+        row["sample_note"] = (f"off-manifold mean distance overflows (largest |sample| "
+                              f"{np.abs(samples).max():.3g}): median only")
+
+
 def _scores(fitted, data, budget, row):
     """Fill ``row`` with the test-set metrics the fitted method supports."""
     X = data.X_test
@@ -113,6 +147,7 @@ def _scores(fitted, data, budget, row):
         row["stage"] = "score"
         log_density, row["score_s"] = _timed(fitted.score_samples, X)
         row["test_ll"] = mean_log_likelihood(log_density)
+    _sample_distance(fitted, data, budget, row)
     if fitted.transform is None:
         return
     row["stage"] = "transform"
@@ -161,14 +196,15 @@ def run_method(method, data, budget):
         else:
             row["stage"] = "done"
     row.setdefault("status", _status(caught))
-    row["notes"] = _summarize_warnings(caught)
+    row["notes"] = "; ".join(filter(None, [row.pop("sample_note", ""),
+                                           _summarize_warnings(caught)]))
     return row
 
 
 # ---------------------------------------------------------------- head to head
 _DIRECTIONS = [("test_ll", "test LL", +1), ("recovery_mean", "mean recovery", +1),
                ("trust", "trust.", +1), ("recon_error", "recon. err", -1),
-               ("fit_s", "fit s", -1)]
+               ("off_manifold", "off-manifold", -1), ("fit_s", "fit s", -1)]
 
 
 def _comparable(row):
@@ -275,7 +311,14 @@ def write_report(rows, args, env, budget, seconds):
         "embedding of the first test points; recon. err = mean ||x - x_hat||^2 / total "
         "variance, reconstructing the first recon. n test points from k components (methods "
         "with an inverse; few points where the flow's iterative inverse_transform is slow, "
-        "see budget); times in "
+        f"see budget); off-manifold dist. = mean Euclidean distance (data units) of "
+        f"{budget.sample_points} draws from the fitted density model "
+        "(NormalizingFlowPCA.sample, every family, injective included; "
+        "GaussianMixture.sample; KernelDensity.sample; seed = the data seed) to the true "
+        "noise-free manifold, on s_curve, sine, swiss_roll and embedded_plane only (scale: "
+        "the S-curve's height spans 2, the swiss roll's 21); off-manifold median = their "
+        "median (the mean is dominated by a flow's far tails where they are heavy); "
+        "times in "
         "seconds (tune = hyperparameter search on the training set; transform and score: "
         "the whole test set; recon.: the recon. n points). Tuning protocols: see "
         "benchmarks/_methods.py. On noise-free "
@@ -283,13 +326,14 @@ def write_report(rows, args, env, budget, seconds):
         "held-out LL there mostly measures the variance floor (alpha, reg_covar, "
         "bandwidth).",
         "",
+        *_manifold_lines(rows),
         markdown_table(COLUMNS, rows),
         "",
         f"## Head to head: {REFERENCE} against each method",
         "",
         "win/loss/tie for the reference (first number) against the method (second): "
-        "higher is better for test LL, mean recovery and trust., lower for recon. err "
-        "and fit s.",
+        "higher is better for test LL, mean recovery and trust., lower for recon. err, "
+        "off-manifold and fit s.",
         "",
         markdown_table([("dataset", "data"), ("method", "vs method")]
                        + [(k, t) for k, t, _ in _DIRECTIONS], head_to_head(rows)),
@@ -298,9 +342,24 @@ def write_report(rows, args, env, budget, seconds):
     (args.out / f"{args.stem}{suffix}.md").write_text("\n".join(text))
 
 
+def _manifold_lines(rows):
+    """How each data set's distance to the true manifold is computed, and its floor."""
+    lines = []
+    for name in dict.fromkeys(r["dataset"] for r in rows):
+        distance = datasets.MANIFOLDS.get(name)
+        if distance is not None:
+            lines.append(f"- {name}: {distance.describe()}")
+    if not lines:
+        return []
+    return ["Distance to the true manifold (the off-manifold dist. column's resolution: a "
+            "curve swept along x1, KD-tree over a grid of the curve, error at most half "
+            "the spacing; see benchmarks/datasets.py):", "", *lines, ""]
+
+
 def merged_rows(paths, names, keys):
-    """Rows of earlier runs' CSV files, numbers parsed, in data set and method order."""
-    rows = []
+    """Rows of earlier runs' CSV files, numbers parsed, in data set and method order; a
+    later file's row replaces an earlier one with the same data set and method key."""
+    rows = {}
     for path in paths:
         with open(path, newline="") as handle:
             for row in csv.DictReader(handle):
@@ -312,10 +371,11 @@ def merged_rows(paths, names, keys):
                 values = [row.get(f"recovery_{i}") for i in (1, 2)]
                 if values[0] is not None:
                     row["recovery"] = " / ".join(f"{v:.3f}" for v in values if v is not None)
-                if row.get("recon_n") is not None:
-                    row["recon_n"] = int(row["recon_n"])
-                rows.append(row)
-    rows = [r for r in rows if r["dataset"] in names]
+                for key in ("recon_n", "sample_n"):
+                    if row.get(key) is not None:
+                        row[key] = int(row[key])
+                rows[(row["dataset"], row["key"])] = row
+    rows = [r for r in rows.values() if r["dataset"] in names]
     return sorted(rows, key=lambda r: (names.index(r["dataset"]),
                                        keys.index(r["key"]) if r["key"] in keys else 99))
 
@@ -391,6 +451,7 @@ def main(argv=None):
         env["merged from"] = ", ".join(str(p) for p in args.merge)
         env["date (UTC)"] += " (of the merge)"
         env.pop("load average at start")
+        env.pop("jobs")  # each merged run's own (see its report)
         write_report(rows, args, env, budget, float("nan"))
         return
     keys = [m.key for m in all_methods()]

@@ -16,11 +16,30 @@ Every loader returns a :class:`Dataset`. ``load(name, quick=False)`` builds one 
 
 Noise-free manifolds (S-curve, sine, swiss roll, embedded plane) have no density in 3-D:
 their likelihood is unbounded without a variance floor, which is what ``alpha`` is for.
+Their ``manifold_distance`` measures how far points (e.g. a density model's samples) lie
+from the true manifold, i.e. the closure of the generator's support:
+
+- ``s_curve``: the curve ``(sin t, sign(t) (cos t - 1))`` in the ``(x0, x2)`` plane, for
+  all ``t`` (``t`` is Gaussian: beyond ``|t| = pi`` the S closes into two unit circles),
+  swept along ``x1`` in ``[0, 2]``;
+- ``sine``: the surface ``x2 = sin(x0)``, any ``x1``;
+- ``swiss_roll``: the spiral ``(t cos t, t sin t)``, ``t`` in ``[1.5 pi, 4.5 pi]``, swept
+  along ``x1`` in ``[0, 21]``;
+- ``embedded_plane``: the plane through the origin spanned by the generator's two rows
+  (exact, by projection).
+
+The three curved ones are a plane curve swept along ``x1``: the distance is
+``sqrt(d_curve(x0, x2)^2 + d_interval(x1)^2)``, ``d_curve`` by a KD-tree over a fine,
+deterministic grid of the curve (``CURVE_POINTS`` points evenly spaced in the curve's
+parameter, built once per process and curve), ``d_interval`` exact. The grid's spacing
+(``resolution``) bounds the error of ``d_curve``: it is at most half the spacing.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 from sklearn.datasets import load_digits, make_swiss_roll
 
 from flowpca.datasets import (make_banana, make_embedded_plane, make_s_curve_gaussian,
@@ -49,6 +68,9 @@ class Dataset:
     tangents : callable or None
         ``tangents(latent) -> (n, n_features, n_factors)``: the manifold's tangent
         vectors ``dX / d factor`` (unnormalized) for the generated manifolds.
+    manifold_distance : SweptCurveDistance, PlaneDistance or None
+        ``manifold_distance(X) -> (n,)``: Euclidean distance of each row of ``X`` to the
+        true noise-free manifold (None where there is no such manifold, or noise).
     """
 
     name: str
@@ -61,6 +83,7 @@ class Dataset:
     n_components: int = 2
     seed: int = SEED
     tangents: object = field(default=None, repr=False)
+    manifold_distance: object = field(default=None, repr=False)
 
     @property
     def n_features(self):
@@ -88,12 +111,116 @@ def _sine_tangents(latent):
     return np.stack([along, across], axis=2)
 
 
+# ---------------------------------------------------------------- true manifolds
+CURVE_POINTS = 400_000
+
+
+def _s_curve_curve(t):
+    return np.column_stack([np.sin(t), np.sign(t) * (np.cos(t) - 1)])
+
+
+def _sine_curve(x):
+    return np.column_stack([x, np.sin(x)])
+
+
+def _swiss_roll_curve(t):
+    return np.column_stack([t * np.cos(t), t * np.sin(t)])
+
+
+@functools.lru_cache(maxsize=None)
+def _curve_tree(curve, start, stop, n_points):
+    """KD-tree over ``curve`` on ``n_points`` evenly spaced parameters in ``[start,
+    stop]``, and the median nearest-neighbour spacing of those points (cached: built once
+    per process and curve)."""
+    points = curve(np.linspace(start, stop, n_points))
+    tree = cKDTree(points)
+    spacing = float(np.median(tree.query(points, k=2)[0][:, 1]))
+    return tree, spacing
+
+
+@dataclass(frozen=True)
+class SweptCurveDistance:
+    """Distance to the surface ``{x: (x0, x2) on a plane curve, x1 in x1_range}``.
+
+    Attributes
+    ----------
+    curve : callable
+        ``curve(s) -> (m, 2)``: the curve's ``(x0, x2)`` points at parameters ``s``.
+    s_range : tuple of float
+        Parameters of the grid over the curve (covering the whole manifold, once the
+        period is applied).
+    x1_range : tuple of float
+        The sweep's extent along ``x1`` (infinite bounds allowed).
+    x0_period : float or None
+        The surface repeats with this period along ``x0``: points are moved into
+        ``[-period / 2, period / 2)`` first (the grid must cover one period either side).
+    n_points : int
+    """
+
+    curve: object
+    s_range: tuple
+    x1_range: tuple = (-np.inf, np.inf)
+    x0_period: float = None
+    n_points: int = CURVE_POINTS
+
+    @property
+    def tree(self):
+        return _curve_tree(self.curve, *self.s_range, self.n_points)[0]
+
+    @property
+    def resolution(self):
+        """Median spacing of the curve's grid points (the distance's error is at most
+        half the local spacing)."""
+        return _curve_tree(self.curve, *self.s_range, self.n_points)[1]
+
+    def describe(self):
+        return f"curve grid of {self.n_points} points, median spacing {self.resolution:.1e}"
+
+    def __call__(self, X):
+        X = np.asarray(X, dtype=float)
+        x0 = X[:, 0]
+        if self.x0_period is not None:
+            x0 = np.mod(x0 + self.x0_period / 2, self.x0_period) - self.x0_period / 2
+        in_plane = self.tree.query(np.column_stack([x0, X[:, 2]]))[0]
+        along = X[:, 1] - np.clip(X[:, 1], *self.x1_range)
+        return np.hypot(in_plane, along)
+
+
+@dataclass(frozen=True)
+class PlaneDistance:
+    """Distance to the linear span of ``basis``'s rows (exact: by projection)."""
+
+    basis: tuple
+    resolution: float = 0.0
+
+    def describe(self):
+        return "exact (projection onto the plane)"
+
+    def __call__(self, X):
+        q, _ = np.linalg.qr(np.asarray(self.basis, dtype=float).T)
+        X = np.asarray(X, dtype=float)
+        return np.linalg.norm(X - (X @ q) @ q.T, axis=1)
+
+
+EMBEDDED_PLANE_BASIS = ((2.0, 1.0, 0.5), (0.0, 1.0, -1.0))  # make_embedded_plane's rows
+
+MANIFOLDS = {
+    "s_curve": SweptCurveDistance(_s_curve_curve, (-2 * np.pi, 2 * np.pi), (0.0, 2.0)),
+    "sine": SweptCurveDistance(_sine_curve, (-2 * np.pi, 2 * np.pi),
+                               x0_period=2 * np.pi),
+    "swiss_roll": SweptCurveDistance(_swiss_roll_curve, (1.5 * np.pi, 4.5 * np.pi),
+                                     (0.0, 21.0)),
+    "embedded_plane": PlaneDistance(EMBEDDED_PLANE_BASIS),
+}
+
+
 def _generated(name, description, make, n_train, n_test, factor_names, n_components,
                seed, tangents=None):
     X, latent = make(n_train + n_test, random_state=seed)
     parts = _split(X, latent, n_train, np.random.RandomState(seed + 1))
     return Dataset(name, description, *parts, factor_names=factor_names,
-                   n_components=n_components, seed=seed, tangents=tangents)
+                   n_components=n_components, seed=seed, tangents=tangents,
+                   manifold_distance=MANIFOLDS.get(name))
 
 
 def load_s_curve(n_train=10_000, n_test=2_000, seed=SEED):

@@ -44,6 +44,33 @@ def test_compare_quick_writes_its_tables(tmp_path):
     assert pca["status"] == "ok" and float(pca["test_ll"]) < 0
     text = (tmp_path / "compare_quick.md").read_text()
     assert "| s_curve | PCA | ok |" in text and "## Head to head" in text
+    # Draws of the density models on the noise-free S-curve: their distance to it (none
+    # for PCA, which cannot sample, nor on digits, whose manifold is unknown).
+    by_key = {(r["dataset"], r["key"]): r for r in rows}
+    for key in ("gmm", "kde", "nfpca-mlp-tuned"):
+        row = by_key[("s_curve", key)]
+        assert row["off_manifold"] != "" or "off-manifold distance not computed" in row[
+            "notes"]
+    assert float(by_key[("s_curve", "gmm")]["off_manifold"]) >= 0
+    assert float(by_key[("s_curve", "gmm")]["off_manifold_median"]) >= 0
+    assert by_key[("s_curve", "pca")]["off_manifold"] == ""
+    assert by_key[("digits", "gmm")]["off_manifold"] == ""
+    assert "- s_curve: curve grid of" in text
+
+
+def test_compare_merge_later_rows_replace_earlier_ones(tmp_path):
+    header = "dataset,n,method,key,family,status,test_ll,off_manifold\n"
+    (tmp_path / "old.csv").write_text(header + "sine,300/200,PCA,pca,,ok,-3.5,\n"
+                                      "sine,300/200,KernelDensity,kde,,ok,-3.0,\n")
+    (tmp_path / "new.csv").write_text(header + "sine,300/200,KernelDensity,kde,,ok,-2.0,"
+                                      "0.25\n")
+    run_script("compare.py", "--datasets", "sine", "--merge", str(tmp_path / "old.csv"),
+               str(tmp_path / "new.csv"), "--out", str(tmp_path), cwd=tmp_path)
+    with open(tmp_path / "compare_quick.csv") as handle:
+        rows = {row["key"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"pca", "kde"}
+    assert rows["kde"]["test_ll"] == "-2.0" and rows["kde"]["off_manifold"] == "0.25"
+    assert rows["pca"]["test_ll"] == "-3.5" and rows["pca"]["off_manifold"] == ""
 
 
 def test_compare_reports_a_failing_method_in_its_row(tmp_path):
