@@ -33,8 +33,9 @@ _SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_")
 # the 47 S-curve points left of 300; at D = 64 (digits) it rescued none of 7 and cost
 # 8-50 s per point.
 _LM_MAX_FEATURES = 16
-# inverse_transform restarts an unconverged point from this many further reference points
-# (the first for more than _LM_MAX_FEATURES features, where every solve costs more).
+# With all components given, inverse_transform restarts an unconverged point from this many
+# further reference points (one for more than _LM_MAX_FEATURES features, where every solve
+# costs more).
 _INVERSE_RESTARTS = 8
 
 # Largest dimension for which penalty_estimator='auto' forms the exact Jacobian norm
@@ -881,12 +882,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``transform(x) = X`` is solved per point, from the reference point whose components
         are nearest ``X``, by a quasi-Newton iteration (one evaluation of the components
         per step) and, for up to 16 features, Levenberg-Marquardt for the points it
-        leaves (see :mod:`flowpca._inverse`). A point left unconverged starts again from
-        the next nearest reference points (up to 8 more; 1 above 16 features). Where the
-        component map folds (two points share their components, e.g. near the turns of an
-        S-curve) the solver returns one of them. Points that do not converge to
-        ``inverse_tol`` within ``inverse_max_iter`` iterations are reported in a
-        :class:`~sklearn.exceptions.ConvergenceWarning` with the worst residual.
+        leaves (see :mod:`flowpca._inverse`). With all components given, a point left
+        unconverged starts again from the next nearest reference points (up to 8 more; 1
+        above 16 features). Where the component map folds (two points share their
+        components, e.g. near the turns of an S-curve) the solver returns one of them.
+        Points that do not converge to ``inverse_tol`` within ``inverse_max_iter``
+        iterations are reported in a :class:`~sklearn.exceptions.ConvergenceWarning` with
+        the worst residual.
 
         Parameters
         ----------
@@ -933,8 +935,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 return y_hat - target[index], Vh
 
             # Start from the reference point whose components are nearest the target;
-            # rows left unconverged restart from the next nearest ones.
-            restarts = _INVERSE_RESTARTS if n_features <= _LM_MAX_FEATURES else 1
+            # rows left unconverged restart from the next nearest ones. Only with all
+            # components: then a solution exists (one per fold of the component map),
+            # while zero-filled trailing components may have none, and restarts would
+            # only multiply the cost of such points.
+            restarts = 0 if k < n_features else \
+                _INVERSE_RESTARTS if n_features <= _LM_MAX_FEATURES else 1
             n_starts = min(1 + restarts, points.shape[0])
             starts = torch.cdist(target[:, :k], point_components).topk(
                 n_starts, dim=1, largest=False).indices
