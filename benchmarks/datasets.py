@@ -202,7 +202,12 @@ class PlaneDistance:
         return np.linalg.norm(X - (X @ q) @ q.T, axis=1)
 
 
-EMBEDDED_PLANE_BASIS = ((2.0, 1.0, 0.5), (0.0, 1.0, -1.0))  # make_embedded_plane's rows
+def _embedded_plane_basis():
+    """Rows spanning :func:`make_embedded_plane`'s plane, read off the generator
+    (``X = latent @ basis``) rather than copied from it."""
+    X, latent = make_embedded_plane(2, random_state=0)
+    return tuple(map(tuple, np.linalg.lstsq(latent, X, rcond=None)[0]))
+
 
 MANIFOLDS = {
     "s_curve": SweptCurveDistance(_s_curve_curve, (-2 * np.pi, 2 * np.pi), (0.0, 2.0)),
@@ -210,7 +215,7 @@ MANIFOLDS = {
                                x0_period=2 * np.pi),
     "swiss_roll": SweptCurveDistance(_swiss_roll_curve, (1.5 * np.pi, 4.5 * np.pi),
                                      (0.0, 21.0)),
-    "embedded_plane": PlaneDistance(EMBEDDED_PLANE_BASIS),
+    "embedded_plane": PlaneDistance(_embedded_plane_basis()),
 }
 
 

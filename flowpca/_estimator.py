@@ -946,12 +946,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 n_starts, dim=1, largest=False).indices
             x = points[starts[:, 0]]
             norm = torch.full((x.shape[0],), torch.inf, device=device, dtype=dtype)
-            left = torch.arange(x.shape[0], device=device)
             for attempt in range(n_starts):
-                if attempt:
-                    left = (norm > self.inverse_tol).nonzero().squeeze(1)
-                    if not len(left):
-                        break
+                left = (norm > self.inverse_tol).nonzero().squeeze(1)  # all at first
+                if not len(left):
+                    break
                 x_try, norm_try = self._solve_components(
                     residual_and_directions, points[starts[left, attempt]], left)
                 better = norm_try < norm[left]
