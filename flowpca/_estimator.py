@@ -558,14 +558,17 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         points = Xc[rows]
         n_candidates = min(n_features, n_components + _orientation.N_EXTRA_CANDIDATES)
         method = self._svd_method(n_features, n_candidates)
-        candidates, candidate_components = [], []
+        candidates, candidate_components, singular_values = [], [], []
         for x in self._iter_tensor_chunks(points, flow):
             with torch.no_grad() if method == "full" else _nullcontext():
-                _, Vh, y_hat = _jacobian.top_local_components(flow, x, n_candidates, method)
+                s, Vh, y_hat = _jacobian.top_local_components(flow, x, n_candidates, method)
             candidates.append(_device.to_numpy(Vh))
             candidate_components.append(_device.to_numpy(y_hat))
+            singular_values.append(_device.to_numpy(s))
         candidates = np.concatenate(candidates)
-        field = _orientation.track_reference_field(points, candidates, n_components)
+        field = _orientation.track_reference_field(
+            points, candidates, n_components,
+            variances=np.concatenate(singular_values) ** -2.0)
         index, signs = _orientation.match_to_reference(torch.as_tensor(candidates),
                                                        torch.as_tensor(field))
         components = torch.as_tensor(np.concatenate(candidate_components)).gather(1, index)

@@ -13,7 +13,10 @@ training data by propagation along a nearest-neighbour graph:
 2. at the root, component ``i`` is the ``i``-th largest local variance; walking the tree,
    each point's components are matched to its parent's by the assignment that maximizes
    ``sum_i |v_i(parent) . v_j(point)|`` among its few largest-variance candidates, and
-   each sign is chosen so that ``v_i(parent) . v_i(point) > 0``;
+   each sign is chosen so that ``v_i(parent) . v_i(point) > 0``; ``v_i(parent)`` is the
+   last *reliable* direction on the way from the root, one whose local variance is not
+   within a factor 1.5 of another's (where two variances cross, the SVD's directions
+   rotate within their span, and following them step by step would swap the two);
 3. each component's whole field is flipped so that its mean direction has its largest
    loading positive -- PCA's rule, which makes the linear flow agree with PCA exactly.
 
@@ -26,6 +29,7 @@ the linear flow), components are ordered by local variance, largest first.
 import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
+from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import breadth_first_order, connected_components, \
     minimum_spanning_tree
 from sklearn.neighbors import kneighbors_graph
@@ -36,9 +40,20 @@ _N_NEIGHBORS = 10
 # Extra candidates (beyond n_components) a point's components are matched among.
 N_EXTRA_CANDIDATES = 2
 
+# Local variances within this ratio of each other make their directions unreliable
+# (near-degenerate singular values: the directions rotate within their span).
+_DEGENERATE_RATIO = 1.5
 
-def track_reference_field(points, candidates, n_components):
+
+def track_reference_field(points, candidates, n_components, variances=None):
     """Match and orient local directions over reference points.
+
+    Each point's candidates are matched to its parent's *last reliable* directions: a
+    component's direction is reliable where its local variance is not within
+    ``_DEGENERATE_RATIO`` of another candidate's. Where two variances cross, the SVD's
+    directions rotate by 90 degrees within their span over a short distance; matching
+    across such a crossing to the directions before it keeps each component's identity
+    (matching step by step would follow the rotation and swap them).
 
     Parameters
     ----------
@@ -48,6 +63,8 @@ def track_reference_field(points, candidates, n_components):
         Each point's ``q >= n_components`` largest-variance local directions (rows),
         ordered by local variance, any signs.
     n_components : int
+    variances : ndarray of shape (m, q), optional
+        The candidates' local variances; without them every direction is reliable.
 
     Returns
     -------
@@ -57,9 +74,8 @@ def track_reference_field(points, candidates, n_components):
     m = points.shape[0]
     field = candidates[:, :n_components].copy()
     if m > 1:
-        graph = kneighbors_graph(points, min(_N_NEIGHBORS, m - 1), mode="distance")
-        graph.data += 1e-12  # zero distances (duplicates) would drop edges
-        tree = minimum_spanning_tree(graph.maximum(graph.T))
+        memory = field.copy()  # the last reliable directions on the way from the root
+        tree = minimum_spanning_tree(reference_graph(points))
         tree = tree + tree.T
         _, labels = connected_components(tree, directed=False)
         for label in np.unique(labels):
@@ -67,18 +83,52 @@ def track_reference_field(points, candidates, n_components):
             root = members[np.argmin(np.linalg.norm(points[members], axis=1))]
             order, parents = breadth_first_order(tree, root, directed=False)
             for node in order[1:]:
-                field[node] = _match(candidates[node], field[parents[node]])
+                chosen, field[node] = _match(candidates[node], memory[parents[node]])
+                reliable = np.ones(n_components, dtype=bool) if variances is None else \
+                    _separated(variances[node], chosen)
+                memory[node] = np.where(reliable[:, None], field[node],
+                                        memory[parents[node]])
     return _flip_by_mean(field)
 
 
+def _separated(variances, chosen):
+    """Whether each chosen candidate's variance differs from every other candidate's by
+    at least the ratio ``_DEGENERATE_RATIO``."""
+    log_variances = np.log(np.maximum(variances, np.finfo(float).tiny))
+    gaps = np.abs(log_variances[chosen][:, None] - log_variances[None, :])
+    gaps[np.arange(len(chosen)), chosen] = np.inf
+    return gaps.min(axis=1) >= np.log(_DEGENERATE_RATIO)
+
+
+def reference_graph(points):
+    """The symmetric k-nearest-neighbour graph of the reference points (distances as
+    weights), the graph components are propagated along.
+
+    Parameters
+    ----------
+    points : ndarray of shape (m, D)
+
+    Returns
+    -------
+    graph : sparse matrix of shape (m, m)
+    """
+    m = points.shape[0]
+    if m < 2:
+        return csr_matrix((m, m))
+    graph = kneighbors_graph(points, min(_N_NEIGHBORS, m - 1), mode="distance")
+    graph.data += 1e-12  # zero distances (duplicates) would drop edges
+    return graph.maximum(graph.T)
+
+
 def _match(candidates, reference):
-    """The candidates (rows) assigned to the reference directions, signs aligned."""
+    """The indices of the candidates (rows) assigned to the reference directions, and
+    those candidates with signs aligned."""
     overlap = candidates @ reference.T  # (q, k)
-    chosen, _ = linear_sum_assignment(-np.abs(overlap).T)  # for each reference row
+    _, chosen = linear_sum_assignment(-np.abs(overlap).T)  # for each reference row
     chosen = chosen if chosen.ndim else np.array([chosen])
     matched = candidates[chosen]
     signs = np.where(np.einsum("kd,kd->k", matched, reference) < 0, -1.0, 1.0)
-    return matched * signs[:, None]
+    return chosen, matched * signs[:, None]
 
 
 def _flip_by_mean(directions):
