@@ -15,7 +15,7 @@ from sklearn.utils import check_array, check_random_state
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from . import _device, _inverse, _jacobian, _orientation, _persistence
+from . import _device, _integration, _inverse, _jacobian, _orientation, _persistence
 from ._diagnostics import gaussian_baseline, intrinsic_dimension
 from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
@@ -235,6 +235,18 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         with the flow's inverse-Jacobian products only (no ``D x D`` decomposition);
         'auto' is 'randomized' from 512 features when ``n_components_`` is at most a
         16th of them (where it measured faster), else 'full'.
+    component_map : {'auto', 'projected', 'integrated'}, default='auto'
+        What :meth:`transform` returns for a nonlinear flow. 'projected' is the paper's
+        ``S(x)^-1 U(x)^T f(x)``, a global coordinate where the flow maps the data
+        manifold onto a flat image in latent space (as the 'mlp' flow does).
+        'integrated' is the coordinate whose gradient is the tracked local frame,
+        ``dc = V(x)^T dx``, integrated by least squares over a neighbour graph of
+        reference training points and extended to new points from the nearest of them
+        (see :mod:`flowpca._integration`): it follows the local directions wherever the
+        flow bends the manifold's image, as spline and autoregressive flows do. 'auto'
+        is 'integrated' for zuko's flows ('nsf', 'maf' or a zuko flow instance) and
+        'projected' for the others. Both equal PCA's transform for the linear flow;
+        'injective' flows return their latent coordinates either way.
     inverse_tol : float, default=1e-8
         Residual (in component units) at which :meth:`inverse_transform` stops for a
         nonlinear flow.
@@ -369,6 +381,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "penalty_estimator": [StrOptions({"auto", "exact", "hutchinson"})],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "svd_solver": [StrOptions({"auto", "full", "randomized"})],
+        "component_map": [StrOptions({"auto", "projected", "integrated"})],
         "inverse_tol": [Interval(Real, 0, None, closed="neither")],
         "inverse_max_iter": [Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions({"auto", "exact", "adam"})],
@@ -389,7 +402,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
                  activation="asinh", flow_params=None, penalty_estimator="auto",
-                 svd_solver="auto", inverse_tol=1e-8, inverse_max_iter=100, solver="auto",
+                 svd_solver="auto", component_map="auto", inverse_tol=1e-8,
+                 inverse_max_iter=100, solver="auto",
                  max_iter=2000, batch_size=200, learning_rate_init=3e-2,
                  learning_rate="adaptive", tol=1e-4, n_iter_no_change=40,
                  early_stopping=False, validation_fraction=0.1, device="auto",
@@ -403,6 +417,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self.flow_params = flow_params
         self.penalty_estimator = penalty_estimator
         self.svd_solver = svd_solver
+        self.component_map = component_map
         self.inverse_tol = inverse_tol
         self.inverse_max_iter = inverse_max_iter
         self.solver = solver
@@ -515,14 +530,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             explained_variance_=variances[:n_components],
             explained_variance_ratio_=ratio[:n_components],
         )
+        fitted["_component_map"] = self._resolve_component_map(flow)
         if flow.is_linear:
             fitted["components_"] = directions[:n_components]
             fitted["_reference_points"] = np.zeros((1, n_features))
             fitted["_reference_directions"] = directions[None, :n_components]
         elif not injective:
-            (fitted["_reference_points"], fitted["_reference_directions"],
-             fitted["_reference_point_components"]) = self._reference_field(
+            points, field, point_components = self._reference_field(
                 flow, Xc, n_components, random_state)
+            if fitted["_component_map"] == "integrated":
+                point_components = _integration.integrate_reference_frame(
+                    points, field, _orientation.reference_graph(points))
+            (fitted["_reference_points"], fitted["_reference_directions"],
+             fitted["_reference_point_components"]) = points, field, point_components
         for name in _SOLVER_ATTRIBUTES + ("components_", "_reference_point_components",
                                           "_reference_points", "_reference_directions"):
             self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
@@ -573,6 +593,15 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                                                        torch.as_tensor(field))
         components = torch.as_tensor(np.concatenate(candidate_components)).gather(1, index)
         return points, field, _device.to_numpy(components * signs)
+
+    def _resolve_component_map(self, flow):
+        if flow.is_linear or getattr(flow, "is_injective", False):
+            return "projected"  # both maps are PCA's; an injective flow's is its latent
+        if self.component_map != "auto":
+            return self.component_map
+        from .flows.zuko import ZukoFlow  # imports zuko only when it is used
+
+        return "integrated" if isinstance(flow, ZukoFlow) else "projected"
 
     def _svd_method(self, n_features, n_components):
         if self.svd_solver != "auto":
@@ -798,8 +827,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
         Each point's components are ``S^-1 U^T f(x - mean_)`` from the SVD
         ``J_f(x) = U S V^T`` of the flow's Jacobian at that point, ordered by local
-        variance, largest first. For the linear flow this equals
-        ``(X - mean_) @ components_.T``, PCA's transform.
+        variance, largest first (``component_map='projected'``), or the coordinates
+        whose gradient is ``V^T`` (``'integrated'``, the default for zuko's flows). For
+        the linear flow both equal ``(X - mean_) @ components_.T``, PCA's transform.
 
         Parameters
         ----------
@@ -851,9 +881,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     def _oriented_components(self, x, full=False):
         """``(s, Vh, y_hat)`` of the tracked components at centered points ``x``: matched
-        and signed like the nearest reference point (see :mod:`flowpca._orientation`).
-        With ``full``, all ``D`` components: the tracked ones first, then the others in
-        decreasing local variance with arbitrary signs."""
+        and signed like the nearest reference point (see :mod:`flowpca._orientation`),
+        ``y_hat`` projected or integrated (``component_map``, see
+        :mod:`flowpca._integration`). With ``full``, all ``D`` components: the tracked
+        ones first, then the others (projected) in decreasing local variance with
+        arbitrary signs."""
         n_features, k = x.shape[1], self.n_components_
         n_candidates = n_features if full else min(
             n_features, k + _orientation.N_EXTRA_CANDIDATES)
@@ -874,6 +906,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         s = s.gather(1, index)
         Vh = Vh.gather(1, index.unsqueeze(-1).expand(-1, -1, n_features)) * signs.unsqueeze(-1)
         y_hat = y_hat.gather(1, index) * signs
+        if getattr(self, "_component_map", "projected") == "integrated":
+            integrated = _integration.extend(
+                x, Vh[:, :k], points, torch.as_tensor(self._reference_directions).to(x),
+                torch.as_tensor(self._reference_point_components).to(x))
+            y_hat = torch.cat([integrated, y_hat[:, k:]], dim=1)
         return s, Vh, y_hat
 
     def inverse_transform(self, X):

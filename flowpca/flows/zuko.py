@@ -612,13 +612,13 @@ def build_nsf(X, settings):
     nats between seeds with the default ``learning_rate_init=3e-2``. A training step
     (batch 200, 3-D, 8 layers) costs about 4-5 times the unpenalized one with the exact
     penalty (``benchmarks/results/zuko_penalty_speed.md``); 3 layers is a good start for
-    small ``D``. Local components: on the paper's S-curve no setting tried (alpha 0 to 0.1,
-    3-8 layers, 4-16 bins, lr 3e-3 or 3e-2, up to 400 epochs) brought the components'
-    |Spearman| with ``t`` and the height above 0.7 (the MLP flow reaches 0.99), although
-    the local directions are right (median |cos| 0.994 with the curve's tangent, 0.998
-    with the height axis): the NSF bends the curve's image in the latent space, so the
-    pointwise projections ``S^-1 U^T f(x)`` are no global coordinates. Use
-    ``flow='mlp'`` for components, ``'nsf'`` for density.
+    small ``D``. Local components: the NSF bends the data manifold's image in its latent
+    space, so the projected components ``S^-1 U^T f(x)`` are no global coordinates (on
+    the paper's S-curve their |Spearman| with ``t`` is 0.3-0.4), while its local
+    directions are right (median |cos| 0.999 with the curve's tangent): the estimator's
+    ``component_map='auto'`` therefore integrates the local frame for zuko's flows
+    (:mod:`flowpca._integration`), which recovers ``t`` and the height with |Spearman|
+    >= 0.95 (``tests/test_integrated_components.py``).
 
     Parameters
     ----------
