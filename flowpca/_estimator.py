@@ -895,8 +895,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                                                           method)
         s, Vh, y_hat = s.detach(), Vh.detach(), y_hat.detach()
         points = torch.as_tensor(self._reference_points).to(x)
-        nearest = _orientation.nearest_reference(x, points)
-        reference = torch.as_tensor(self._reference_directions).to(x)[nearest]
+        distances = torch.cdist(x, points)
+        nearest = distances.argmin(dim=1)
+        point_directions = torch.as_tensor(self._reference_directions).to(x)
+        reference = point_directions[nearest]
         index, signs = _orientation.match_to_reference(Vh, reference)
         if full:  # the untracked candidates follow, in their original order
             rank = torch.arange(n_candidates, device=x.device).expand(x.shape[0], -1) + k
@@ -908,7 +910,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         y_hat = y_hat.gather(1, index) * signs
         if getattr(self, "_component_map", "projected") == "integrated":
             integrated = _integration.extend(
-                x, Vh[:, :k], points, torch.as_tensor(self._reference_directions).to(x),
+                x, Vh[:, :k], distances, points, point_directions,
                 torch.as_tensor(self._reference_point_components).to(x))
             y_hat = torch.cat([integrated, y_hat[:, k:]], dim=1)
         return s, Vh, y_hat

@@ -77,7 +77,7 @@ def integrate_reference_frame(points, directions, graph):
     return np.asarray(values).reshape(m, -1)
 
 
-def extend(x, directions, points, point_directions, point_values):
+def extend(x, directions, distances, points, point_directions, point_values):
     """Integrated components at new points, from the nearest reference points.
 
     Parameters
@@ -86,6 +86,8 @@ def extend(x, directions, points, point_directions, point_values):
         Centered points.
     directions : torch.Tensor of shape (n, k, D)
         Their tracked local directions.
+    distances : torch.Tensor of shape (n, m)
+        Their distances to the reference points.
     points, point_directions, point_values : torch.Tensor
         The reference points ``(m, D)``, their directions ``(m, k, D)`` and integrated
         components ``(m, k)``.
@@ -96,8 +98,7 @@ def extend(x, directions, points, point_directions, point_values):
     """
     m = points.shape[0]
     n_blended = min(N_BLENDED, m)
-    distance, nearest = torch.cdist(x, points).topk(min(n_blended + 1, m), dim=1,
-                                                    largest=False)
+    distance, nearest = distances.topk(min(n_blended + 1, m), dim=1, largest=False)
     if m > n_blended:  # weights vanish at the (K+1)-th nearest: continuous in x
         weight = (distance[:, -1:] - distance[:, :n_blended]).clamp_min(0.0)
         nearest = nearest[:, :n_blended]

@@ -140,11 +140,6 @@ def _flip_by_mean(directions):
     return directions * signs[None, :, None]
 
 
-def nearest_reference(x, reference_points):
-    """Index of the nearest reference point for each row of ``x`` (torch tensors)."""
-    return torch.cdist(x, reference_points).argmin(dim=1)
-
-
 def match_to_reference(candidates, reference):
     """Assign each point's candidate directions to its reference's components.
 

@@ -32,9 +32,10 @@ def test_constant_frame_integrates_to_the_projection(seed, n_points, n_features,
         points, directions, _orientation.reference_graph(points))
     np.testing.assert_allclose(values, points @ frame.T, atol=1e-9 * (1 + np.abs(points).max()))
     new = torch.as_tensor(rng.normal(size=(7, n_features)))
+    reference = torch.as_tensor(points)
     extended = _integration.extend(
-        new, torch.as_tensor(frame).expand(7, -1, -1), torch.as_tensor(points),
-        torch.as_tensor(directions), torch.as_tensor(values))
+        new, torch.as_tensor(frame).expand(7, -1, -1), torch.cdist(new, reference),
+        reference, torch.as_tensor(directions), torch.as_tensor(values))
     np.testing.assert_allclose(extended.numpy(), new.numpy() @ frame.T,
                                atol=1e-9 * (1 + np.abs(points).max()))
 
@@ -69,8 +70,10 @@ def test_extension_is_continuous_and_matches_the_arc():
     path = path * 1.01  # slightly off the reference circle
 
     def extended(point_values):
+        reference = torch.as_tensor(points)
         return _integration.extend(
-            torch.as_tensor(path), torch.as_tensor(path_frame), torch.as_tensor(points),
+            torch.as_tensor(path), torch.as_tensor(path_frame),
+            torch.cdist(torch.as_tensor(path), reference), reference,
             torch.as_tensor(frame), torch.as_tensor(point_values))[:, 0].numpy()
 
     error = (extended(values) - extended(values).mean()) \
