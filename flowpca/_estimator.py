@@ -1,6 +1,7 @@
 """NormalizingFlowPCA: principal components and a density from a normalizing flow."""
 
 import copy
+import dataclasses
 from contextlib import nullcontext as _nullcontext
 import math
 import warnings
@@ -20,12 +21,20 @@ from ._diagnostics import gaussian_baseline, intrinsic_dimension
 from ._objective import log_likelihood
 from ._training import TrainingOptions, train_flow
 from ._version import __version__
-from .exceptions import DegenerateFitWarning
+from .exceptions import AmbiguousInverseWarning, DegenerateFitWarning
 from .flows import Flow, LinearFlow
-from .flows._families import FlowSettings, build_flow, family_names
+from .flows._families import (AUTO_PARAMETERS, FAMILY_DEFAULTS, INSTANCE_DEFAULTS,
+                              FlowSettings, build_flow, family_names, resolve_defaults)
 
 # Fitted attributes that only gradient-trained models have.
-_SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_")
+_SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_", "alpha_scores_")
+
+# alpha='auto' by held-out likelihood (zuko's families): every grid value after the first
+# fine-tunes a copy of the fitted flow for this fraction of its epochs (at least
+# _ALPHA_FINE_TUNE_MIN_EPOCHS), from this fraction of its initial learning rate.
+_ALPHA_FINE_TUNE_FRACTION = 0.05
+_ALPHA_FINE_TUNE_MIN_EPOCHS = 5
+_ALPHA_FINE_TUNE_LEARNING_RATE = 0.1
 
 # Largest dimension for which inverse_transform retries the points the quasi-Newton stage
 # leaves unconverged by Levenberg-Marquardt with a finite-difference Jacobian (2 D
@@ -37,10 +46,6 @@ _LM_MAX_FEATURES = 16
 # further reference points (one for more than _LM_MAX_FEATURES features, where every solve
 # costs more).
 _INVERSE_RESTARTS = 8
-
-# Largest dimension for which penalty_estimator='auto' forms the exact Jacobian norm
-# (cost ~ D extra tangent columns per pass) rather than a one-probe Hutchinson estimate.
-_EXACT_PENALTY_MAX_FEATURES = 8
 
 # Median ratio of the smallest local variance to the global variance in that direction
 # below which an unconverged alpha=0 fit is reported as collapsing.
@@ -62,6 +67,13 @@ _REFERENCE_FLOATS = 20_000_000
 # full/randomized time 0.4 at D=64, 0.8 at D=256, 1.5 at D=784.
 _RANDOMIZED_MIN_FEATURES = 512
 _RANDOMIZED_MIN_RATIO = 16
+
+# inverse_transform (all components given, at most _LM_MAX_FEATURES features) checks each
+# solution for a second preimage: one more solve from the reference point farthest (in data
+# space) from the solution among this many nearest the target in component space. Two
+# solutions count as distinct beyond this distance relative to the data's scale.
+_PREIMAGE_CHECK_STARTS = 4
+_PREIMAGE_RTOL = 1e-4
 
 # Redraw rounds for samples whose inverse overflows.
 _MAX_REDRAWS = 100
@@ -161,8 +173,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`~sklearn.decomposition.PCA`); 'auto' keeps ``intrinsic_dimension_`` of
         them (at least 1); None keeps all ``n_features``. The density
         model is always full-dimensional, whatever this is.
-    flow : {'mlp', 'linear', 'realnvp', 'residual', 'implicit', 'nsf', 'maf', \
-            'injective'}, Flow or zuko.flows.Flow, default='mlp'
+    flow : {'nsf', 'mlp', 'linear', 'realnvp', 'residual', 'implicit', 'maf', \
+            'injective'}, Flow or zuko.flows.Flow, default='nsf'
+        The default, 'nsf', is the family of best held-out likelihood at equal CPU time
+        on the benchmark of the defaults (``benchmarks/results/defaults.md``), with
+        components as good as the paper's model on its S-curve, sine and banana; 'mlp'
+        is the paper's model.
         'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
         ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
         ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
@@ -180,8 +196,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`flowpca.flows.RealNVPFlow`); 'nsf' is zuko's neural spline flow
         (``n_layers`` rational-quadratic spline couplings) and 'maf' its masked
         autoregressive flow (``n_layers`` affine autoregressive layers), both after a
-        fixed standardization (need ``pip install "flowpca[zuko]"``; see
-        :class:`flowpca.flows.NSFFlow`). A :class:`flowpca.flows.Flow` instance is used as
+        fixed standardization (see :class:`flowpca.flows.NSFFlow`). A :class:`flowpca.flows.Flow` instance is used as
         the initial flow (it is copied, never modified); an unconditional
         ``zuko.flows.Flow`` (or lazy transform) is copied and wrapped in
         :class:`flowpca.flows.ZukoFlow`, standardized on the training data.
@@ -190,14 +205,24 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         flow (``n_layers`` blocks ``x + g_x(x) = z + g_z(z)``,
         :class:`flowpca.flows.ImplicitFlow`), both after an affine map started at the
         data's whitening.
-    alpha : float, default=5e-5
+    alpha : float or 'auto', default='auto'
         Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
         for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
-        a floor on every local variance. Choose it with ``GridSearchCV`` (the estimator's
+        a floor on every local variance. 'auto': for 'nsf' and 'maf' (and wrapped zuko
+        flows) the value of best held-out likelihood among ``0`` and ``1e-3`` times the
+        mean feature variance, inside one fit: the flow is trained with ``alpha=0`` (no
+        penalty, the cheapest step) and a copy is fine-tuned with the other value for 5 %
+        of the epochs (the scores are in ``alpha_scores_``; without early stopping the
+        first value is kept); measured on five 2 000-point sets, the penalty lowered the
+        held-out likelihood of zuko's flows everywhere, so it is kept only where it helps.
+        For the other families 'auto' is the paper's ``5e-5``. The value used is
+        ``alpha_``. ``GridSearchCV`` over explicit values works as well (the estimator's
         :meth:`score` is the held-out log-likelihood).
-    n_layers : int, default=8
-        Hidden blocks of the 'mlp' flow (the paper uses 8); coupling layers of 'realnvp'
-        (the paper's comparator used 6).
+    n_layers : int or 'auto', default='auto'
+        The family's depth: hidden blocks of 'mlp' (the paper's 8), coupling layers of
+        'realnvp' (the paper's comparator: 6) and 'nsf', autoregressive layers of 'maf'
+        (3 for both: 5 gained under 0.01 nats at 1.8 times the time), blocks of 'residual'
+        and 'implicit' (8). 'auto' takes the value in parentheses (``n_layers_``).
     activation : {'asinh', 'leaky_softplus'}, default='asinh'
         Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
         ``0.1 u + 0.9 softplus(u)``.
@@ -225,10 +250,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         (0.1) of the initialization (see :func:`flowpca.flows.residual.build_residual`).
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
-        training: 'exact' pushes the identity through the flow (about ``n_features``
-        times the cost of a forward pass), 'hutchinson' uses the unbiased one-probe
-        estimate ``||J eps||^2``, ``eps ~ N(0, I)``; 'auto' is 'exact' for up to 8
-        features and 'hutchinson' above.
+        training (only when ``alpha > 0``): 'exact' pushes the identity through the flow
+        (about ``n_features`` times the cost of a forward pass), 'hutchinson' uses the
+        unbiased one-probe estimate ``||J eps||^2``, ``eps ~ N(0, I)``; 'auto' is
+        'hutchinson' for zuko's flows (one backward pass instead of ``n_features``) and,
+        for the others, 'exact' for up to 8 features and 'hutchinson' above.
     svd_solver : {'auto', 'full', 'randomized'}, default='auto'
         How the per-point components are computed: 'full' takes the SVD of each point's
         ``D x D`` Jacobian; 'randomized' runs subspace iteration on the local covariance
@@ -257,37 +283,49 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'exact' solves the linear flow in closed form (eigendecomposition of
         ``Sigma + alpha I``); 'adam' trains any flow by mini-batch gradient descent;
         'auto' is 'exact' for the linear flow and 'adam' otherwise.
-    max_iter : int, default=2000
-        Maximum number of epochs for 'adam'. The defaults of this,
-        ``learning_rate_init`` and ``n_iter_no_change`` were chosen on the paper's
-        S-curve (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``): the
-        curled ends of the curve resolve only late, while the adaptive schedule anneals
-        the step size, typically after 1 000 to 2 000 epochs (about a minute of CPU on
-        one thread); stopping at 400 epochs, or after 20 epochs without progress, left
-        their local variance across the surface 10 to 100 times too large.
-    batch_size : int, default=200
-        Mini-batch size for 'adam' (capped at the number of samples).
-    learning_rate_init : float, default=3e-2
-        Initial Adam step size (the adaptive schedule lowers it on plateaus). On the
-        S-curve, 3e-2 followed by the annealing resolved the ends of the curve where 1e-2
-        did not within the same number of steps.
-    learning_rate : {'adaptive', 'constant'}, default='adaptive'
-        'adaptive' divides the step size by 5 whenever the loss (or validation score)
-        stops improving by ``tol`` for ``n_iter_no_change`` epochs, and stops when it falls
-        below 1e-6; 'constant' stops at the first such plateau.
+    max_iter : int or 'auto', default='auto'
+        Maximum number of epochs for 'adam'. 'auto': for 'nsf' and 'maf', about 1 000
+        optimizer steps, within 50 to 250 epochs (250 at 2 000 points: about 10 CPU
+        seconds on one thread in 2-D); for the others the paper's model's 2000, chosen
+        with its ``learning_rate_init`` and ``n_iter_no_change`` on the paper's S-curve
+        (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``: the curled
+        ends of the curve resolve only late, typically after 1 000 to 2 000 epochs).
+    batch_size : int or 'auto', default='auto'
+        Mini-batch size for 'adam' (capped at the number of samples). 'auto': for 'nsf'
+        and 'maf' a quarter of the training rows within 64 to 512 (4 steps per epoch up
+        to 2 048 rows); 200 for the others.
+    learning_rate_init : float or 'auto', default='auto'
+        Initial (for 'cosine': peak) Adam step size. 'auto': 5e-3 for 'nsf' and 'maf'
+        (1e-2 and 2e-3 measured worse on two moons and the banana), 3e-2 for the others
+        (on the paper's S-curve 3e-2 with the adaptive schedule resolved the ends of the
+        curve where 1e-2 did not).
+    learning_rate : {'auto', 'cosine', 'adaptive', 'constant'}, default='auto'
+        'cosine' warms up linearly over the first 5 % of the ``max_iter`` epochs' steps
+        (from a tenth of ``learning_rate_init``) and then anneals to zero along a half
+        cosine; a plateau of ``n_iter_no_change`` epochs ends it early. 'adaptive'
+        divides the step size by 5 whenever the loss (or validation score) stops
+        improving by ``tol`` for ``n_iter_no_change`` epochs, and stops when it falls
+        below 1e-6; 'constant' stops at the first such plateau. 'auto' is 'cosine' for
+        'nsf' and 'maf', 'adaptive' for the others.
     tol : float, default=1e-4
         Improvement (nats per sample) below which an epoch counts as no progress.
-    n_iter_no_change : int, default=40
-        Epochs without progress tolerated before the plateau rule above applies.
-    early_stopping : bool, default=False
+    n_iter_no_change : int or 'auto', default='auto'
+        Epochs without progress tolerated before the plateau rule above applies. 'auto':
+        100 for 'nsf' and 'maf' (40 stopped the paper's S-curve at 172 of 300 epochs,
+        1.2 nats below the full schedule), 40 for the others.
+    early_stopping : bool or 'auto', default='auto'
         Hold out ``validation_fraction`` of the data, follow its log-likelihood for
-        convergence, and keep the weights that scored best on it.
+        convergence, and keep the weights that scored best on it. 'auto' is True for
+        'nsf' and 'maf' and False for the others (the paper's model trains on all the
+        data).
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping`` is True.
     device : {'auto', 'cpu', 'cuda'}, str or torch.device, default='auto'
         Where the flow is trained and evaluated; 'auto' picks CUDA when available.
     dtype : {'auto', 'float64', 'float32'}, default='auto'
         Floating point type of the flow: 'auto' is float64 on CPU and float32 on GPUs.
+        With 'auto' on a CPU, 'nsf' and 'maf' train in float32 and the fitted flow is cast
+        to float64, in which every result is computed.
     random_state : int, RandomState instance or None, default=None
         Seeds initialization, batch order, validation split, penalty probes and
         :meth:`sample`. An int makes every result reproducible bit for bit on CPU.
@@ -328,8 +366,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Number of features seen during fit.
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
+    n_layers_, max_iter_, batch_size_, learning_rate_init_, learning_rate_, \
+    early_stopping_, penalty_estimator_, n_iter_no_change_ : as the parameters
+        The values the fit used: the parameters, with 'auto' resolved for the family
+        and the training set's size (see each parameter).
+    alpha_ : float
+        The penalty weight (variance floor) the fit used: ``alpha``, or the value chosen
+        for ``alpha='auto'``.
+    alpha_scores_ : list of (float, float) or None
+        For ``alpha='auto'`` chosen by held-out likelihood: each candidate ``alpha`` and
+        the best held-out mean log-likelihood it reached; None otherwise.
     n_iter_ : int
-        Epochs run by 'adam'; 1 for the closed-form 'exact' solver.
+        Epochs run by 'adam' (not counting the fine-tunes of ``alpha='auto'``); 1 for the
+        closed-form 'exact' solver.
     loss_curve_ : list of float
         Mean training loss per epoch ('adam' only).
     validation_scores_ : list of float or None
@@ -376,22 +425,24 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                          StrOptions({"auto"}), None],
         "flow": [StrOptions(set(family_names())), Flow, torch.nn.Module],
         "flow_params": [dict, None],
-        "n_layers": [Interval(Integral, 0, None, closed="left")],
+        "n_layers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "activation": [StrOptions({"asinh", "leaky_softplus"})],
         "penalty_estimator": [StrOptions({"auto", "exact", "hutchinson"})],
-        "alpha": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "svd_solver": [StrOptions({"auto", "full", "randomized"})],
         "component_map": [StrOptions({"auto", "projected", "integrated"})],
         "inverse_tol": [Interval(Real, 0, None, closed="neither")],
         "inverse_max_iter": [Interval(Integral, 1, None, closed="left")],
         "solver": [StrOptions({"auto", "exact", "adam"})],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "learning_rate": [StrOptions({"adaptive", "constant"})],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither"),
+                               StrOptions({"auto"})],
+        "learning_rate": [StrOptions({"auto", "adaptive", "constant", "cosine"})],
         "tol": [Interval(Real, 0, None, closed="left")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
-        "early_stopping": ["boolean"],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"),
+                             StrOptions({"auto"})],
+        "early_stopping": ["boolean", StrOptions({"auto"})],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "device": [str, torch.device],
         "dtype": [StrOptions({"auto", "float64", "float32"})],
@@ -400,13 +451,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         "intrinsic_dimension_threshold": [Interval(Real, 1, None, closed="neither")],
     }
 
-    def __init__(self, n_components=None, *, flow="mlp", alpha=5e-5, n_layers=8,
+    def __init__(self, n_components=None, *, flow="nsf", alpha="auto", n_layers="auto",
                  activation="asinh", flow_params=None, penalty_estimator="auto",
                  svd_solver="auto", component_map="auto", inverse_tol=1e-8,
                  inverse_max_iter=100, solver="auto",
-                 max_iter=2000, batch_size=200, learning_rate_init=3e-2,
-                 learning_rate="adaptive", tol=1e-4, n_iter_no_change=40,
-                 early_stopping=False, validation_fraction=0.1, device="auto",
+                 max_iter="auto", batch_size="auto", learning_rate_init="auto",
+                 learning_rate="auto", tol=1e-4, n_iter_no_change="auto",
+                 early_stopping="auto", validation_fraction=0.1, device="auto",
                  dtype="auto", random_state=None, verbose=0,
                  intrinsic_dimension_threshold=100.0):
         self.n_components = n_components
@@ -486,26 +537,30 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         device = _device.resolve_device(self.device)
         dtype = _device.resolve_dtype(self.dtype, device)
         random_state = check_random_state(self.random_state)
+        settings = self._resolve_auto(n_samples, n_features, solver)
+        alpha = settings["alpha"]
 
         mean, Xc = _center(X, dtype)
         fitted = {"n_iter_": 1}  # the closed-form solve counts as one iteration
         if solver == "exact":
             if self.flow_params:
-                FlowSettings(self.alpha, self.n_layers, flow_params=self.flow_params).params(
-                    "linear", {})
-            variances, directions = _exact_linear_solution(Xc, self.alpha)
-            self._check_nonsingular(variances, dtype)
+                FlowSettings(alpha, 0, flow_params=self.flow_params).params("linear", {})
+            variances, directions = _exact_linear_solution(Xc, alpha)
+            self._check_nonsingular(variances, dtype, alpha)
             weight = directions / np.sqrt(variances)[:, None]
             flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
         else:
-            if self.alpha == 0 and isinstance(self.flow, str) and (
+            if alpha == 0 and isinstance(self.flow, str) and (
                     self.flow == "realnvp" or self.flow == "mlp"
                     and (self.flow_params or {}).get("lipschitz") is None):
                 # MLP and RealNVP start from the whitening (Sigma + alpha I)^-1/2 (from_data).
-                self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype)
-            self._check_variance_range(Xc, dtype)
-            flow, fitted = self._train(Xc, device, dtype, random_state)
+                self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype,
+                                        alpha)
+            self._check_variance_range(Xc, dtype, alpha)
+            flow, fitted = self._train(Xc, device, dtype, random_state, settings)
+            settings["alpha"] = alpha = fitted.pop("_alpha")
         x_train, x_val = fitted.pop("_split", (Xc, None))
+        fitted.update({f"{name}_": settings[name] for name in AUTO_PARAMETERS})
         self._check_finite_scores(flow, Xc)
         injective = getattr(flow, "is_injective", False)
         if injective:  # the latent coordinates' variances; the manifold's dimension is d
@@ -521,7 +576,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if flow.is_linear:
             typical = variances  # the same at every point
         fitted["intrinsic_dimension_"] = flow.n_components if injective else \
-            intrinsic_dimension(typical, self.alpha, self.intrinsic_dimension_threshold)
+            intrinsic_dimension(typical, alpha, self.intrinsic_dimension_threshold)
         ratio = variances / variances.sum()
         n_components = flow.n_components if injective else self._resolve_n_components(
             ratio, n_features, fitted["intrinsic_dimension_"])
@@ -555,7 +610,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :mod:`flowpca._diagnostics`), on the centered training and held-out data."""
         # An injective flow's score is a density on its d-dimensional manifold: its
         # baseline is the Gaussian on the d leading principal axes.
-        baseline = gaussian_baseline(x_train, self.alpha, self.n_components_ if getattr(
+        baseline = gaussian_baseline(x_train, self.alpha_, self.n_components_ if getattr(
             self.flow_, "is_injective", False) else None)
         self.gaussian_baseline_score_ = baseline.training_score()
         with np.errstate(invalid="ignore"):  # inf - inf: both unbounded
@@ -620,8 +675,33 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                              "solver='adam' or 'auto'.")
         return self.solver
 
-    def _check_nonsingular(self, variances, dtype):
-        if self.alpha > 0:
+    def _resolve_auto(self, n_samples, n_features, solver):
+        """Every parameter of :data:`~flowpca.flows._families.AUTO_PARAMETERS` for this
+        fit: the user's value, or the family's default for 'auto' (see
+        :data:`~flowpca.flows._families.FAMILY_DEFAULTS`), for the number of rows the
+        optimizer sees (those left by the validation split)."""
+        if isinstance(self.flow, str):
+            table = FAMILY_DEFAULTS[self.flow]
+        else:
+            table = INSTANCE_DEFAULTS["flow" if isinstance(self.flow, Flow) else "zuko"]
+        given = {name: getattr(self, name) for name in AUTO_PARAMETERS}
+        early_stopping = resolve_defaults(table, given, n_samples, n_features)[
+            "early_stopping"] and solver != "exact"
+        n_train = n_samples - self._n_validation(n_samples) if early_stopping else n_samples
+        settings = resolve_defaults(table, {**given, "early_stopping": early_stopping},
+                                    n_train, n_features)
+        if solver == "exact" and not isinstance(settings["alpha"], Real):
+            settings["alpha"] = FAMILY_DEFAULTS["linear"]["alpha"]
+        return settings
+
+    def _n_validation(self, n_samples):
+        n_val = max(1, int(round(self.validation_fraction * n_samples)))
+        if n_val >= n_samples:
+            raise ValueError("validation_fraction leaves no training samples.")
+        return n_val
+
+    def _check_nonsingular(self, variances, dtype, alpha):
+        if alpha > 0:
             return  # the floor alpha keeps every variance positive, whatever the scales
         rank = int(np.sum(variances > _SINGULAR_RTOL * variances.max()))
         if rank < variances.size:
@@ -639,16 +719,18 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 f"{smallest:.3g}. Rescale X (e.g. with sklearn.preprocessing.StandardScaler) "
                 "or set alpha > 0 (a variance floor).")
 
-    def _check_variance_range(self, Xc, dtype):
+    def _check_variance_range(self, Xc, dtype, alpha):
         """A trained flow's local variances come from the SVD of its Jacobian, which
         resolves singular values down to ``eps`` times the largest: variances (with the
         floor alpha) spanning more than ``1 / eps**2`` cannot be represented."""
-        if self.alpha == 0:
+        if not isinstance(alpha, Real):  # chosen by validation from a grid including 0
+            return
+        if alpha == 0:
             return  # singular covariances: _check_nonsingular or DegenerateFitWarning
         limit = 1.0 / torch.finfo(dtype).eps ** 2
         n_samples = Xc.shape[0]
         total = float(np.einsum("ij,ij->", Xc, Xc)) / n_samples  # >= largest variance
-        if (total + self.alpha) / self.alpha <= limit:
+        if (total + alpha) / alpha <= limit:
             return
         variances = np.linalg.eigvalsh(Xc.T @ Xc / n_samples)
         largest = variances.max()
@@ -657,17 +739,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if smallest <= variances.size * np.finfo(float).eps * largest:
             smallest = 0.0
         with np.errstate(over="ignore"):
-            ratio = (largest + self.alpha) / (smallest + self.alpha)
+            ratio = (largest + alpha) / (smallest + alpha)
         if ratio > limit:
             raise ValueError(
                 f"The variances of X span too wide a range for a "
                 f"{str(dtype).replace('torch.', '')} flow trained by gradient descent: the "
-                f"largest is {ratio:.3g} times the smallest (floored at alpha={self.alpha:g}"
+                f"largest is {ratio:.3g} times the smallest (floored at alpha={alpha:g}"
                 f"), more than 1/eps**2 = {limit:.3g}. Rescale X (e.g. with "
                 "sklearn.preprocessing.StandardScaler), increase alpha, or use "
                 "flow='linear' with the exact solver.")
 
-    def _make_flow(self, Xc, device, dtype, generator):
+    def _make_flow(self, Xc, device, dtype, generator, settings, floor):
+        """The initial flow for centered ``Xc``; ``floor`` is the variance floor of the
+        initializations that whiten or standardize the data."""
         if not isinstance(self.flow, (str, Flow)):  # a zuko flow, wrapped on a copy
             from .flows.zuko import ZukoFlow
 
@@ -675,48 +759,95 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             if flow.n_features != Xc.shape[1]:
                 raise ValueError(f"The flow acts on {flow.n_features} features but X "
                                  f"has {Xc.shape[1]} features.")
-            return flow.standardize_for(_device.to_tensor(Xc, device, dtype), self.alpha)
+            return flow.standardize_for(_device.to_tensor(Xc, device, dtype), floor)
         if isinstance(self.flow, Flow):
             if self.flow.n_features != Xc.shape[1]:
                 raise ValueError(f"The flow acts on {self.flow.n_features} features but X "
                                  f"has {Xc.shape[1]} features.")
             return copy.deepcopy(self.flow).to(device, dtype)
-        settings = FlowSettings(alpha=self.alpha, n_layers=self.n_layers,
-                                activation=self.activation,
-                                flow_params=dict(self.flow_params or {}),
-                                generator=generator,
-                                n_components=self._latent_dimension(Xc))
-        return build_flow(self.flow, _device.to_tensor(Xc, device, dtype), settings)
+        flow_settings = FlowSettings(alpha=floor, n_layers=settings["n_layers"],
+                                     activation=self.activation,
+                                     flow_params=dict(self.flow_params or {}),
+                                     generator=generator,
+                                     n_components=self._latent_dimension(Xc))
+        return build_flow(self.flow, _device.to_tensor(Xc, device, dtype), flow_settings)
 
-    def _train(self, Xc, device, dtype, random_state):
+    def _train(self, Xc, device, dtype, random_state, settings):
+        """Gradient training with the resolved ``settings``; returns the flow (in
+        ``dtype``, whatever dtype it trained in) and the solver's fitted attributes, with
+        the chosen ``alpha`` under ``'_alpha'`` and the split under ``'_split'``."""
         generator = _device.make_generator(_device.seed_from(random_state), device)
         x_train, x_val = Xc, None
-        if self.early_stopping:
-            n_val = max(1, int(round(self.validation_fraction * Xc.shape[0])))
-            if n_val >= Xc.shape[0]:
-                raise ValueError("validation_fraction leaves no training samples.")
+        if settings["early_stopping"]:
+            n_val = self._n_validation(Xc.shape[0])
             order = random_state.permutation(Xc.shape[0])
             x_val, x_train = Xc[order[:n_val]], Xc[order[n_val:]]
-        flow = self._make_flow(x_train, device, dtype, generator)
-        penalty = self.penalty_estimator
-        if penalty == "auto":
-            penalty = ("exact" if Xc.shape[1] <= _EXACT_PENALTY_MAX_FEATURES
-                       else "hutchinson")
+        # Train in the family's dtype where the model's was left to 'auto' on the CPU
+        # (zuko's flows: float32, about twice as fast); the fitted flow is cast back.
+        train_dtype = dtype
+        if (settings["training_dtype"] is not None and self.dtype == "auto"
+                and device.type == "cpu"):
+            train_dtype = getattr(torch, settings["training_dtype"])
+        alpha = settings["alpha"]
+        alphas = [alpha]
+        if not isinstance(alpha, Real):  # ('validation', grid): fine-tune on each value
+            scale = float(np.mean(np.var(x_train, axis=0)))
+            alphas = [float(value) * scale for value in alpha[1]]
+        flow = self._make_flow(x_train, device, train_dtype, generator, settings,
+                               floor=max(alphas))
         options = TrainingOptions(
-            alpha=self.alpha, penalty=penalty, max_iter=self.max_iter, batch_size=self.batch_size,
-            learning_rate_init=self.learning_rate_init, learning_rate=self.learning_rate,
-            tol=self.tol, n_iter_no_change=self.n_iter_no_change, verbose=self.verbose)
-        x_train_t = _device.to_tensor(x_train, device, dtype)
-        x_val_t = None if x_val is None else _device.to_tensor(x_val, device, dtype)
+            alpha=alphas[0], penalty=settings["penalty_estimator"],
+            max_iter=settings["max_iter"], batch_size=settings["batch_size"],
+            learning_rate_init=settings["learning_rate_init"],
+            learning_rate=settings["learning_rate"], tol=self.tol,
+            n_iter_no_change=settings["n_iter_no_change"], verbose=self.verbose)
+        x_train_t = _device.to_tensor(x_train, device, train_dtype)
+        x_val_t = None if x_val is None else _device.to_tensor(x_val, device, train_dtype)
         result = train_flow(flow, x_train_t, options, generator, x_val_t)
+        chosen, alpha_scores = alphas[0], None
+        # Without held-out data (early_stopping=False) the grid's first value is kept.
+        if len(alphas) > 1 and x_val is not None and not (result.diverged
+                                                          or result.interrupted):
+            flow, chosen, alpha_scores = self._choose_alpha(
+                flow, result, alphas, options, (x_train_t, x_val_t, generator))
         flow.finalize_training()
-        if self.alpha == 0 and not getattr(flow, "is_injective", False):
+        flow = flow.to(device, dtype)
+        if chosen == 0 and not getattr(flow, "is_injective", False) and (
+                flow.is_linear or not result.converged):  # a converged fit has settled
             self._warn_if_unbounded(flow, Xc, result.converged)
         return flow, {
             "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
-            "validation_scores_": result.validation_scores if self.early_stopping else None,
-            "_split": (x_train, x_val),
+            "validation_scores_": result.validation_scores if x_val is not None else None,
+            "_split": (x_train, x_val), "_alpha": chosen, "alpha_scores_": alpha_scores,
         }
+
+    @staticmethod
+    def _choose_alpha(flow, result, alphas, options, data):
+        """The flow and ``alpha`` of best held-out likelihood, and each value's best
+        held-out score: ``flow`` was trained with ``alphas[0]``; each further value
+        fine-tunes a copy of it (warm start, a short cosine schedule). An interrupt
+        during a fine-tune keeps the best so far (``result.interrupted`` is set)."""
+        x_train, x_val, generator = data
+        best_score, best_flow, chosen = max(result.validation_scores), flow, alphas[0]
+        scores = [(alphas[0], best_score)]
+        fine_tune = dataclasses.replace(
+            options, max_iter=max(_ALPHA_FINE_TUNE_MIN_EPOCHS,
+                                  int(_ALPHA_FINE_TUNE_FRACTION * options.max_iter)),
+            learning_rate="cosine",
+            learning_rate_init=_ALPHA_FINE_TUNE_LEARNING_RATE * options.learning_rate_init)
+        for alpha in alphas[1:]:
+            candidate = copy.deepcopy(flow)
+            with warnings.catch_warnings():  # a short fine-tune: not a fit of its own
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                tuned = train_flow(candidate, x_train, dataclasses.replace(
+                    fine_tune, alpha=alpha), generator, x_val)
+            if tuned.interrupted or tuned.diverged or not tuned.validation_scores:
+                result.interrupted |= tuned.interrupted
+                break
+            scores.append((alpha, max(tuned.validation_scores)))
+            if scores[-1][1] > best_score:
+                best_score, best_flow, chosen = scores[-1][1], candidate, alpha
+        return best_flow, chosen, scores
 
     def _warn_if_unbounded(self, flow, Xc, converged):
         """Without the penalty, data on a lower-dimensional set make the likelihood
@@ -915,7 +1046,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             y_hat = torch.cat([integrated, y_hat[:, k:]], dim=1)
         return s, Vh, y_hat
 
-    def inverse_transform(self, X):
+    def inverse_transform(self, X, *, return_residuals=False):
         """Map components back to data space.
 
         Returns the point whose components are ``X``, with missing trailing components
@@ -926,21 +1057,34 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         per step) and, for up to 16 features, Levenberg-Marquardt for the points it
         leaves (see :mod:`flowpca._inverse`). With all components given, a point left
         unconverged starts again from the next nearest reference points (up to 8 more; 1
-        above 16 features). Where the component map folds (two points share their
-        components, e.g. near the turns of an S-curve) the solver returns one of them.
-        Points that do not converge to ``inverse_tol`` within ``inverse_max_iter``
-        iterations are reported in a :class:`~sklearn.exceptions.ConvergenceWarning` with
-        the worst residual.
+        above 16 features). Points that do not converge to ``inverse_tol`` within
+        ``inverse_max_iter`` iterations are reported in a
+        :class:`~sklearn.exceptions.ConvergenceWarning` with the worst residual.
+
+        Where the component map is not one to one (two points share their components,
+        e.g. the projected components near the turns of an S-curve), the rule is: the
+        preimage returned is the one the solver reaches from the reference point whose
+        components are nearest ``X`` (the chart of that reference point). With all
+        components given and up to 16 features, every solution is checked for another
+        preimage by one more solve from a distant reference point of similar
+        components; points that have one are counted in a
+        :class:`~flowpca.exceptions.AmbiguousInverseWarning`.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, `n_components_`)
             Components, as returned by :meth:`transform`.
+        return_residuals : bool, default=False
+            Also return each point's residual: the norm of ``transform(x) - X``
+            (trailing components zero-filled), in component units; 0 for the linear and
+            injective flows, whose inverse is exact.
 
         Returns
         -------
         X_original : ndarray of shape (n_samples, n_features)
             Points in data space.
+        residuals : ndarray of shape (n_samples,)
+            Only with ``return_residuals``.
 
         Examples
         --------
@@ -957,15 +1101,26 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         X = self._check_components(X)
         if getattr(self.flow_, "is_injective", False):  # the point g(z) on the manifold
             with torch.no_grad():
-                return self._map_chunks(X, self.flow_.generate, (self.n_features_in_,)) \
-                    + self.mean_
-        if self.flow_.is_linear:
-            return X @ self.components_ + self.mean_
+                X_original = self._map_chunks(X, self.flow_.generate,
+                                              (self.n_features_in_,)) + self.mean_
+        elif self.flow_.is_linear:
+            X_original = X @ self.components_ + self.mean_
+        else:
+            X_original, residuals = self._solve_inverse(X)
+            return (X_original, residuals) if return_residuals else X_original
+        return (X_original, np.zeros(X.shape[0])) if return_residuals else X_original
+
+    def _solve_inverse(self, X):
+        """``inverse_transform`` of a nonlinear bijective flow: the points and their
+        residuals, with the warnings."""
         n_features, k = self.n_features_in_, self.n_components_
         device, dtype = self._flow_device_dtype()
         points = torch.as_tensor(self._reference_points).to(device, dtype)
         point_components = torch.as_tensor(self._reference_point_components).to(points)
-        out, residuals = [], []
+        out, residuals, n_ambiguous = [], [], 0
+        check = k == n_features and n_features <= _LM_MAX_FEATURES
+        distinct = _PREIMAGE_RTOL * math.sqrt(max(float(np.sum(self.explained_variance_)),
+                                                  np.finfo(float).tiny))
         for rows in _jacobian.iter_row_chunks(X.shape[0], _jacobian.jacobian_bytes_per_row(
                 n_features, dtype) * (2 * n_features + 2)):
             target = torch.zeros(rows.stop - rows.start, n_features, device=device,
@@ -983,12 +1138,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             # only multiply the cost of such points.
             restarts = 0 if k < n_features else \
                 _INVERSE_RESTARTS if n_features <= _LM_MAX_FEATURES else 1
-            n_starts = min(1 + restarts, points.shape[0])
+            n_starts = min(max(1 + restarts, _PREIMAGE_CHECK_STARTS if check else 1),
+                           points.shape[0])
             starts = torch.cdist(target[:, :k], point_components).topk(
                 n_starts, dim=1, largest=False).indices
             x = points[starts[:, 0]]
             norm = torch.full((x.shape[0],), torch.inf, device=device, dtype=dtype)
-            for attempt in range(n_starts):
+            for attempt in range(min(n_starts, 1 + restarts)):
                 left = (norm > self.inverse_tol).nonzero().squeeze(1)  # all at first
                 if not len(left):
                     break
@@ -996,6 +1152,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                     residual_and_directions, points[starts[left, attempt]], left)
                 better = norm_try < norm[left]
                 x[left[better]], norm[left[better]] = x_try[better], norm_try[better]
+            if check and n_starts > 1:
+                n_ambiguous += self._count_other_preimages(
+                    residual_and_directions, x, norm, points[starts[:, :_PREIMAGE_CHECK_STARTS]],
+                    distinct)
             out.append(_device.to_numpy(x))
             residuals.append(_device.to_numpy(norm))
         residuals = np.concatenate(residuals) if residuals else np.empty(0)
@@ -1004,8 +1164,29 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             warnings.warn(f"inverse_transform did not converge for {failed.sum()} of "
                           f"{failed.size} points (worst residual {np.nanmax(residuals):.3g} "
                           f"> inverse_tol={self.inverse_tol}).", ConvergenceWarning,
-                          stacklevel=2)
-        return (np.concatenate(out) if out else np.empty((0, n_features))) + self.mean_
+                          stacklevel=3)
+        if n_ambiguous:
+            warnings.warn(
+                f"{n_ambiguous} of {residuals.size} points have another preimage with the "
+                "same components (the component map is not one to one there); "
+                "inverse_transform returned the one in the chart of the reference point "
+                "with the nearest components.", AmbiguousInverseWarning, stacklevel=3)
+        X_original = np.concatenate(out) if out else np.empty((0, n_features))
+        return X_original + self.mean_, residuals
+
+    def _count_other_preimages(self, residual_and_directions, x, norm, candidates, distinct):
+        """How many converged rows of ``x`` have a second solution farther than
+        ``distinct`` from it: one solve per row from the candidate start (rows of
+        ``candidates``, shape (n, c, D)) farthest from its solution."""
+        solved = (norm <= self.inverse_tol).nonzero().squeeze(1)
+        if not len(solved):
+            return 0
+        farthest = (candidates[solved] - x[solved, None, :]).norm(dim=2).argmax(dim=1)
+        x_other, norm_other = self._solve_components(
+            residual_and_directions, candidates[solved, farthest], solved)
+        other = (norm_other <= self.inverse_tol) & (
+            (x_other - x[solved]).norm(dim=1) > distinct)
+        return int(other.sum())
 
     def _solve_components(self, residual_and_directions, x0, rows):
         """Solve ``transform(x) = target[rows]`` from ``x0``: quasi-Newton, then
@@ -1358,6 +1539,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 state[name] = flow.requires_grad_(False).eval() if name.endswith("_") else flow
             else:
                 state[name] = _persistence.device_from_state(value)
+        if "flow_" in state and "alpha_" not in state:
+            # Saved before the 'auto' parameters: every value was explicit then.
+            for name in AUTO_PARAMETERS:
+                state.setdefault(f"{name}_", state.get(name))
+            state.setdefault("alpha_scores_", None)
         super().__setstate__(state)
 
     def __sklearn_tags__(self):

@@ -20,6 +20,40 @@ from ._progress import EpochReporter
 _LR_DECAY = 5.0
 _LR_FLOOR = 1e-6
 
+# Cosine schedule: a linear warm-up over this fraction of all steps, from this fraction of
+# the initial rate, then a half cosine down to zero at the last step of max_iter epochs
+# (the shape of PyTorch's OneCycleLR with a short warm-up).
+_WARMUP_FRACTION = 0.05
+_WARMUP_START = 0.1
+
+LEARNING_RATE_SCHEDULES = ("adaptive", "constant", "cosine")
+
+
+def cosine_learning_rate(step, n_steps, learning_rate_init):
+    """Learning rate of the 'cosine' schedule at ``step`` (0-based) of ``n_steps``.
+
+    Parameters
+    ----------
+    step, n_steps : int
+    learning_rate_init : float
+        The peak rate, reached at the end of the warm-up.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from flowpca._training import cosine_learning_rate
+    >>> [round(cosine_learning_rate(s, 100, 1.0), 3) for s in (0, 5, 50, 99)]
+    [0.1, 1.0, 0.533, 0.0]
+    """
+    warmup = max(1, int(round(_WARMUP_FRACTION * n_steps)))
+    if step < warmup:
+        return learning_rate_init * (_WARMUP_START + (1 - _WARMUP_START) * step / warmup)
+    progress = (step - warmup) / max(1, n_steps - 1 - warmup)
+    return learning_rate_init * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+
 
 class TrainingDivergedWarning(UserWarning):
     """Training hit a non-finite loss or parameters; the last good weights were restored."""
@@ -118,6 +152,9 @@ def train_flow(flow, x_train, options, generator, x_val=None):
     n_samples = x_train.shape[0]
     batch_size = min(options.batch_size, n_samples)
     early_stopping = x_val is not None
+    cosine = options.learning_rate == "cosine"
+    n_steps = options.max_iter * math.ceil(n_samples / batch_size)
+    step = 0
 
     last_good_state = _snapshot(flow)
     best_state = last_good_state
@@ -129,23 +166,29 @@ def train_flow(flow, x_train, options, generator, x_val=None):
         for epoch in range(options.max_iter):
             order = torch.randperm(n_samples, generator=generator, device=generator.device)
             order = order.to(x_train.device)
-            epoch_loss, failure = 0.0, None
+            # The epoch's loss stays on the device: one host synchronization per step
+            # (the finiteness check of the loss and the gradient together), not three.
+            epoch_loss, failure = torch.zeros((), dtype=x_train.dtype,
+                                              device=x_train.device), None
             for start in range(0, n_samples, batch_size):
+                if cosine:
+                    for group in optimizer.param_groups:
+                        group["lr"] = cosine_learning_rate(step, n_steps,
+                                                           options.learning_rate_init)
+                step += 1
                 batch = x_train[order[start:start + batch_size]]
                 optimizer.zero_grad(set_to_none=True)
                 loss = penalized_nll(flow, batch, options.alpha, options.penalty,
                                      options.n_probes, generator)
-                if not torch.isfinite(loss):
-                    failure = "non-finite loss"
-                    break
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(flow.parameters(),
                                                            options.max_grad_norm)
-                if not torch.isfinite(grad_norm):
-                    failure = "non-finite gradient"
+                if not bool(torch.isfinite(loss + grad_norm)):
+                    failure = ("non-finite loss" if not torch.isfinite(loss)
+                               else "non-finite gradient")
                     break
                 optimizer.step()
-                epoch_loss += loss.item() * batch.shape[0]
+                epoch_loss += loss.detach() * batch.shape[0]
                 if interrupt.raised:
                     break
             if failure is None and not _all_finite(flow):
@@ -165,7 +208,7 @@ def train_flow(flow, x_train, options, generator, x_val=None):
                               "best weights seen so far.", UserWarning, stacklevel=3)
                 break
 
-            epoch_loss /= n_samples
+            epoch_loss = epoch_loss.item() / n_samples
             result.loss_curve.append(epoch_loss)
             result.n_iter = epoch + 1
             last_good_state = _snapshot(flow)
@@ -185,6 +228,7 @@ def train_flow(flow, x_train, options, generator, x_val=None):
             epochs_no_improvement = 0 if improved else epochs_no_improvement + 1
             if epochs_no_improvement > options.n_iter_no_change:
                 lr = optimizer.param_groups[0]["lr"]
+                # 'cosine' anneals by the step count; a plateau ends it (as 'constant').
                 if options.learning_rate == "adaptive" and lr / _LR_DECAY >= _LR_FLOOR:
                     for group in optimizer.param_groups:
                         group["lr"] = lr / _LR_DECAY
@@ -196,6 +240,9 @@ def train_flow(flow, x_train, options, generator, x_val=None):
 
     if early_stopping and not result.diverged:
         flow.load_state_dict(best_state)
+    if cosine and result.n_iter == options.max_iter:
+        # The schedule annealed to zero: training ended where it was planned to.
+        result.converged = True
     if not (result.converged or result.diverged or result.interrupted):
         warnings.warn(f"Stochastic optimizer: maximum iterations ({options.max_iter}) "
                       "reached and the optimization hasn't converged yet.",

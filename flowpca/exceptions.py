@@ -10,6 +10,12 @@ class DegenerateFitWarning(UserWarning):
     on a lower-dimensional subspace or manifold with ``alpha=0``)."""
 
 
+class AmbiguousInverseWarning(UserWarning):
+    """``inverse_transform`` found, for some points, a second point of data space with
+    the same components (the component map is not one to one there); it returned the
+    preimage chosen by its documented rule."""
+
+
 class InconsistentVersionWarning(_SklearnInconsistentVersionWarning):
     """A model saved with one flowpca version is loaded with another.
 
@@ -40,4 +46,4 @@ class InconsistentVersionWarning(_SklearnInconsistentVersionWarning):
                 "invalid results. Use at your own risk.")
 
 
-__all__ = ["DegenerateFitWarning", "InconsistentVersionWarning", "TrainingDivergedWarning"]
+__all__ = ["AmbiguousInverseWarning", "DegenerateFitWarning", "InconsistentVersionWarning", "TrainingDivergedWarning"]

@@ -27,6 +27,115 @@ _FAMILIES = {
 }
 
 
+# ---------------------------------------------------------------------------- defaults
+# What each estimator parameter left at 'auto' resolves to, per family: a value, or a
+# function of the training set's shape (rows left after the validation split, features).
+# Measured on 2 000-point draws of noisy two moons, the banana, the paper's sine and
+# S-curve and scikit-learn's swiss roll / 5 (one thread; benchmarks/results/defaults.md
+# has the table that holds them against a Gaussian mixture).
+
+
+def _nsf_batch_size(n_samples, n_features):
+    # A quarter of the data per step, within [64, 512]: 4 steps per epoch at 2 000 points
+    # (batch 512 measured best of 128 / 256 / 512 with the cosine schedule).
+    return int(min(512, max(64, math.ceil(n_samples / 4))))
+
+
+def _nsf_max_iter(n_samples, n_features):
+    # About 1 000 optimizer steps (250 epochs of 4 steps at 2 000 points, about 10 CPU
+    # seconds on one thread for D = 2; 500 epochs gained only on noise-free manifolds,
+    # whose likelihood has no maximum), within [50, 250] epochs.
+    steps_per_epoch = math.ceil(n_samples / _nsf_batch_size(n_samples, n_features))
+    return int(min(250, max(50, math.ceil(1000 / steps_per_epoch))))
+
+
+def _penalty_by_features(n_samples, n_features):
+    # The exact norm costs ~D extra tangent passes, Hutchinson's estimate one.
+    return "exact" if n_features <= 8 else "hutchinson"
+
+
+# Today's defaults of every family that was not re-measured; 'mlp' is the paper's model
+# (8 asinh layers, alpha 5e-5), whose settings were chosen on the paper's S-curve
+# (benchmarks/results/s_curve_tuning.md).
+_PAPER_DEFAULTS = {
+    "n_layers": 8, "max_iter": 2000, "batch_size": 200, "learning_rate_init": 3e-2,
+    "learning_rate": "adaptive", "early_stopping": False, "alpha": 5e-5,
+    "penalty_estimator": _penalty_by_features, "n_iter_no_change": 40,
+    "training_dtype": None,
+}
+# zuko's flows: 3 layers (3 / 5 / 8 measured: 5 gained < 0.01 nats at 1.8x the time),
+# an annealed schedule from 5e-3 (1e-2 and 2e-3 measured worse on moons and the banana),
+# early stopping on a held-out tenth after 100 epochs without progress (40 stopped the
+# paper's S-curve at 172 of 300 epochs, 1.2 nats below the full schedule), float32 training (the fitted flow is cast back to
+# float64), and alpha chosen by held-out likelihood from (0, 1e-3 x the mean feature
+# variance): on all five sets the penalty lowered the held-out likelihood (by 0.02 to 1.2
+# nats) at 2-2.5x the cost per step, so it is tried only as a short fine-tune.
+_ZUKO_DEFAULTS = {
+    "n_layers": 3, "max_iter": _nsf_max_iter, "batch_size": _nsf_batch_size,
+    "learning_rate_init": 5e-3, "learning_rate": "cosine", "early_stopping": True,
+    "alpha": ("validation", (0.0, 1e-3)), "penalty_estimator": "hutchinson",
+    "n_iter_no_change": 100, "training_dtype": "float32",
+}
+FAMILY_DEFAULTS = {
+    "linear": {**_PAPER_DEFAULTS, "n_layers": 0},
+    "mlp": _PAPER_DEFAULTS,
+    "realnvp": {**_PAPER_DEFAULTS, "n_layers": 6},  # the paper's comparator
+    "residual": _PAPER_DEFAULTS,
+    "implicit": _PAPER_DEFAULTS,
+    "nsf": _ZUKO_DEFAULTS,
+    "maf": _ZUKO_DEFAULTS,
+    "injective": _PAPER_DEFAULTS,
+}
+# A Flow instance trains with the paper's settings; a wrapped zuko flow with zuko's.
+INSTANCE_DEFAULTS = {"flow": _PAPER_DEFAULTS, "zuko": _ZUKO_DEFAULTS}
+
+AUTO_PARAMETERS = ("n_layers", "max_iter", "batch_size", "learning_rate_init",
+                   "learning_rate", "early_stopping", "alpha", "penalty_estimator",
+                   "n_iter_no_change")
+
+
+def resolve_defaults(table, given, n_samples, n_features):
+    """The values of ``AUTO_PARAMETERS`` (and ``training_dtype``) for one fit.
+
+    Parameters
+    ----------
+    table : dict
+        A row of :data:`FAMILY_DEFAULTS` (or :data:`INSTANCE_DEFAULTS`).
+    given : dict
+        The estimator's values of :data:`AUTO_PARAMETERS`; 'auto' takes the table's.
+    n_samples, n_features : int
+        Shape of the training set (after any validation split: the batch size and the
+        number of epochs depend on it).
+
+    Returns
+    -------
+    dict
+        Every parameter resolved; ``alpha`` is a float, or ``("validation", grid)`` for
+        a choice by held-out likelihood among ``grid`` times the mean feature variance.
+
+    Examples
+    --------
+    >>> from flowpca.flows._families import FAMILY_DEFAULTS, resolve_defaults
+    >>> given = dict.fromkeys(["n_layers", "max_iter", "batch_size", "learning_rate_init",
+    ...                        "learning_rate", "early_stopping", "alpha",
+    ...                        "penalty_estimator", "n_iter_no_change"], "auto")
+    >>> resolved = resolve_defaults(FAMILY_DEFAULTS["nsf"], given, 1800, 2)
+    >>> resolved["n_layers"], resolved["batch_size"], resolved["max_iter"]
+    (3, 450, 250)
+    >>> resolve_defaults(FAMILY_DEFAULTS["mlp"], given, 1800, 2)["n_layers"]
+    8
+    """
+    resolved = {}
+    for name in AUTO_PARAMETERS + ("training_dtype",):
+        value = given.get(name, "auto")
+        if isinstance(value, str) and value == "auto":
+            value = table[name]
+            if callable(value):
+                value = value(n_samples, n_features)
+        resolved[name] = value
+    return resolved
+
+
 def family_names():
     """The names ``flow=`` accepts, in a stable order."""
     return tuple(_FAMILIES)

@@ -11,8 +11,8 @@ and of its log-determinant: zuko's splines act on ``[-5, 5]`` only (identity out
 :class:`NSFFlow` and :class:`MAFFlow` build zuko's neural spline flow (rational-quadratic
 spline couplings) and masked autoregressive flow from constructor arguments alone (ints
 and tuples), so fitted models store as those arguments plus weight arrays (pickle and
-skops). zuko is an optional dependency (``pip install "flowpca[zuko]"``), imported only
-when a flow is built.
+skops). zuko is a required dependency (the default family is 'nsf'), imported only when a
+flow is built.
 """
 
 import copy
@@ -22,8 +22,8 @@ import torch
 
 from ._base import Flow
 
-_INSTALL_HINT = ('zuko is required for the flows of the zuko family (flow=\'nsf\', '
-                 '\'maf\'); install it with: pip install "flowpca[zuko]"')
+_INSTALL_HINT = ('zuko is required for the flows of the zuko family (flow=\'nsf\', the '
+                 'default, and \'maf\'); install it with: pip install zuko')
 
 # Rows per forward pass of jacobian() and the exact Frobenius norm (bounds the memory of
 # the autograd graph; the chunks' results are concatenated).
