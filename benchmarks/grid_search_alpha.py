@@ -40,7 +40,7 @@ def main(argv=None):
     data = datasets.load("digits", quick=args.quick)
     alphas = np.logspace(-4, -2, 2) if args.quick else np.logspace(-6, -1, 6)
     estimator = NormalizingFlowPCA(n_components=10, n_layers=6,
-                                   max_iter=3 if args.quick else 100, random_state=0)
+                                   max_iter=3 if args.quick else 100, random_state=0, flow="mlp")
     search = GridSearchCV(estimator, {"alpha": alphas},
                           cv=KFold(3, shuffle=True, random_state=0), error_score=np.nan)
     start = time.perf_counter()

@@ -41,7 +41,7 @@ def main():
     try:
         X, latent = make_sine_wave(N_SAMPLES, random_state=SEED)
         start = time.process_time()
-        flow = NormalizingFlowPCA(n_components=2, random_state=SEED).fit(X)
+        flow = NormalizingFlowPCA(n_components=2, random_state=SEED, flow="mlp").fit(X)
         seconds = time.process_time() - start
         pca = NormalizingFlowPCA(n_components=2, flow="linear").fit(X)
         for name, model in (("flow", flow), ("PCA", pca)):

@@ -96,7 +96,7 @@ def round_trip(model, X):
 def paper_s_curve(seed, n_train):
     X, latent = make_s_curve_gaussian(n_train + N_TEST, random_state=seed)
     X_train, X_test = X[:n_train], X[n_train:]
-    model = NormalizingFlowPCA(n_components=3, random_state=seed)
+    model = NormalizingFlowPCA(n_components=3, random_state=seed, flow="mlp")
     wall, cpu = fit_quietly(model, X_train)
     Y = model.transform(X_test)
     variances = model.local_variances(X_train)
@@ -113,7 +113,7 @@ def paper_s_curve(seed, n_train):
 
 def sine_wave(seed, n_train):
     X, latent = make_sine_wave(n_train + N_TEST, random_state=seed)
-    model = NormalizingFlowPCA(n_components=2, random_state=seed)
+    model = NormalizingFlowPCA(n_components=2, random_state=seed, flow="mlp")
     fit_quietly(model, X[:n_train])
     Y = model.transform(X[n_train:])
     return {"sine_1": abs_spearman(Y[:, 0], latent[n_train:, 0]),
@@ -124,7 +124,7 @@ def sklearn_s_curve(seed, n_train):
     X, t = make_s_curve(n_train + N_TEST, noise=0.05, random_state=seed)
     latent = np.column_stack([t, X[:, 1]])[n_train:]  # t along the curve, the height
     out = {}
-    for prefix, model in [("sk", NormalizingFlowPCA(n_components=2, random_state=seed)),
+    for prefix, model in [("sk", NormalizingFlowPCA(n_components=2, random_state=seed, flow="mlp")),
                           ("iso", Isomap(n_components=2, n_neighbors=10))]:
         fit_quietly(model, X[:n_train])
         Y = model.transform(X[n_train:])

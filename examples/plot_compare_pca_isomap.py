@@ -46,7 +46,7 @@ for data_name, (data, t, height) in datasets.items():
     methods = {
         "PCA": PCA(n_components=2),
         "Isomap": Isomap(n_components=2, n_neighbors=10),
-        "flow": NormalizingFlowPCA(n_components=2, max_iter=80, random_state=0),
+        "flow": NormalizingFlowPCA(n_components=2, max_iter=80, random_state=0, flow="mlp"),
     }
     print(data_name)
     for name, method in methods.items():

@@ -43,7 +43,7 @@ print(f"{X_train.shape[0]} training and {X_test.shape[0]} held-out images of "
 scores = {}
 for alpha in (0.0, 5e-5, 1e-3):
     model = NormalizingFlowPCA(n_components=2, alpha=alpha, n_layers=2, max_iter=100,
-                               random_state=0).fit(X_train)
+                               random_state=0, flow="mlp").fit(X_train)
     scores[alpha] = model.score(X_train), model.score(X_test)
     print(f"alpha={alpha:<6g} train {scores[alpha][0]:7.1f}  held-out {scores[alpha][1]:7.1f}"
           " nats per image")

@@ -27,7 +27,7 @@ print("CUDA available:", torch.cuda.is_available())
 
 X, latent = make_sine_wave(1000, random_state=0)
 model = NormalizingFlowPCA(n_components=2, n_layers=4, max_iter=40, device="auto",
-                           random_state=0).fit(X)
+                           random_state=0, flow="mlp").fit(X)
 parameter = next(model.flow_.parameters())
 print("flow on", parameter.device, "in", parameter.dtype)
 

@@ -24,7 +24,7 @@ from flowpca.datasets import make_sine_wave
 X, latent = make_sine_wave(500, random_state=0)
 pipeline = make_pipeline(
     StandardScaler(),
-    NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=40, random_state=0),
+    NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=40, random_state=0, flow="mlp"),
 )
 alphas = [1e-3, 1e-2, 1e-1, 1.0]
 search = GridSearchCV(pipeline, {"normalizingflowpca__alpha": alphas}, cv=3)

@@ -39,7 +39,7 @@ ax.set_title("S-curve, coloured by t")
 # Two components, the paper's invertible MLP (8 asinh layers) and ``alpha=5e-5``. We
 # stop after 80 epochs to keep the example fast (the default ``max_iter`` is 400), so
 # expect a :class:`~sklearn.exceptions.ConvergenceWarning`.
-model = NormalizingFlowPCA(n_components=2, alpha=5e-5, max_iter=80, random_state=0)
+model = NormalizingFlowPCA(n_components=2, alpha=5e-5, max_iter=80, random_state=0, flow="mlp")
 model.fit(X)
 print(f"{model.n_iter_} epochs; explained variance {model.explained_variance_.round(3)}")
 

@@ -259,9 +259,9 @@ def plot_local_variances(model, X, ax=None, *, quantiles=(0.1, 0.9)):
     ax.fill_between(ranks, band[0], band[1], alpha=0.3,
                     label=f"{lower:.0%}-{upper:.0%} of points")
     ax.plot(ranks, variances.mean(axis=0), marker="o", label="mean over points")
-    if model.alpha > 0:
-        ax.axhline(model.alpha, color="tab:red", linestyle="--",
-                   label=rf"floor $\alpha$ = {model.alpha:g}")
+    if model.alpha_ > 0:
+        ax.axhline(model.alpha_, color="tab:red", linestyle="--",
+                   label=rf"floor $\alpha$ = {model.alpha_:g}")
     if model.n_components_ < variances.shape[1]:
         ax.axvline(model.n_components_ + 0.5, color="gray", linestyle=":",
                    label=f"n_components_ = {model.n_components_}")

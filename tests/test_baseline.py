@@ -59,10 +59,10 @@ def test_mlp_gains_over_the_gaussian_on_the_sine_wave():
     X, _ = make_sine_wave(1000, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = NormalizingFlowPCA(n_layers=4, max_iter=30, early_stopping=True,
+        model = NormalizingFlowPCA(flow="mlp", n_layers=4, max_iter=30, early_stopping=True,
                                    random_state=0).fit(X)
     assert model.gaussian_baseline_gain_ > 0.2
     assert model.validation_gaussian_baseline_gain_ > 0.2
     # The baseline is fitted on the training part (the 900 rows left by the split).
     assert model.gaussian_baseline_score_ != pytest.approx(
-        gaussian_baseline(X, model.alpha).training_score(), abs=1e-6)
+        gaussian_baseline(X, model.alpha_).training_score(), abs=1e-6)

@@ -2,6 +2,7 @@
 into a temporary folder and writes its tables. Quality claims are tested elsewhere."""
 
 import csv
+import math
 import os
 import subprocess
 import sys
@@ -109,3 +110,22 @@ def test_paper_quick_writes_claims_and_figures(tmp_path):
     for figure in ("paper_fig3_s_curve.png", "paper_fig3_sine.png",
                    "paper_local_variances.png", "paper_learning_curves.png"):
         assert (tmp_path / figure).stat().st_size > 0
+
+
+def test_defaults_quick_writes_table_csv_and_figure(tmp_path):
+    # Two noisy 2-D and 3-D sets; the curve on the noisy moons only.
+    run_script("defaults.py", "--datasets", "moons_noisy,sine_noisy", "--curve-datasets",
+               "moons_noisy", "--out", str(tmp_path), cwd=tmp_path)
+    with open(tmp_path / "defaults_quick.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {(r["dataset"], r["method"]) for r in rows} == {
+        (d, m) for d in ("moons_noisy", "sine_noisy") for m in ("default", "gmm", "kde", "zuko")}
+    for row in rows:
+        assert not row["status"].startswith("error"), row
+        assert math.isfinite(float(row["test_ll"])) and float(row["fit_s"]) >= 0
+    text = (tmp_path / "defaults_quick.md").read_text()
+    assert "| moons_noisy | 300/300, D=2 |" in text and "default − GMM" in text
+    with open(tmp_path / "defaults_quick_curve.csv") as handle:
+        families = {r["family"] for r in csv.DictReader(handle)}
+    assert families == {"mlp", "nsf", "gmm"}
+    assert (tmp_path / "defaults_quick.png").stat().st_size > 0

@@ -66,13 +66,13 @@ def _fit(X, **kwargs):
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("error", TrainingDivergedWarning)
         warnings.simplefilter("error", DegenerateFitWarning)
-        return NormalizingFlowPCA(random_state=0, **kwargs).fit(X)
+        return NormalizingFlowPCA(random_state=0, **{"flow": "mlp", **kwargs}).fit(X)
 
 
 def test_appendix_a_plane_trains_at_alpha_zero_with_the_bound():
     X, _ = make_embedded_plane(300, random_state=0)
     with pytest.raises(ValueError, match="singular"):
-        NormalizingFlowPCA(alpha=0, n_layers=2).fit(X)  # unbounded likelihood
+        NormalizingFlowPCA(alpha=0, n_layers=2, flow="mlp").fit(X)  # unbounded likelihood
     lipschitz, n_layers = 2.0, 2
     model = _fit(X, alpha=0, n_layers=n_layers, max_iter=40,
                  flow_params={"lipschitz": lipschitz})
@@ -100,7 +100,7 @@ def test_appendix_a_curve_trains_at_alpha_zero_with_the_bound():
 @pytest.mark.parametrize("lipschitz", [1.0, 0.5, -2.0, np.inf, "2", True])
 def test_invalid_bound_raises_and_changes_nothing(lipschitz):
     X, _ = make_curve_2d(50, random_state=0)
-    model = NormalizingFlowPCA(max_iter=1, flow_params={"lipschitz": lipschitz})
+    model = NormalizingFlowPCA(max_iter=1, flow_params={"lipschitz": lipschitz}, flow="mlp")
     with pytest.raises(ValueError, match="lipschitz must be a finite float > 1"):
         model.fit(X)
     assert not hasattr(model, "flow_")

@@ -63,7 +63,8 @@ def work(tmp_path_factory):
     linear = run("fit", "data.csv", "--n-components", 2, "--flow", "linear",
                  "--out", "linear.joblib", cwd=directory)
     assert linear.returncode == 0, linear.stderr
-    mlp = run("fit", "data.npy", "--n-components", 2, "--alpha", 1e-3, "--max-iter", 2,
+    mlp = run("fit", "data.npy", "--n-components", 2, "--flow", "mlp", "--alpha", 1e-3,
+              "--max-iter", 2,
               "--random-state", 0, "--out", "mlp.skops", "--verbose", "--no-progress",
               cwd=directory)
     assert mlp.returncode == 0, mlp.stderr
@@ -224,7 +225,7 @@ def test_wrong_width_for_score_and_inverse(command, width, message, work, tmp_pa
 
 def test_bad_parameter_uses_the_estimators_message(work, tmp_path):
     with pytest.raises(ValueError) as expected:
-        NormalizingFlowPCA(alpha=-1.0).fit(work["X"])
+        NormalizingFlowPCA(alpha=-1.0, flow="mlp").fit(work["X"])
     result = run("fit", work["dir"] / "data.csv", "--alpha", -1, "--out", "m.joblib",
                  cwd=tmp_path)
     assert_error(result, "fit", str(expected.value))
@@ -352,7 +353,7 @@ def test_model_file_errors(work, tmp_path, capsys):
     joblib.dump(PCA(), tmp_path / "pca.joblib")
     assert _error(capsys, ["transform", "--model", tmp_path / "pca.joblib", data]).endswith(
         "pca.joblib: holds a PCA, not a NormalizingFlowPCA.")
-    joblib.dump(NormalizingFlowPCA(), tmp_path / "unfitted.joblib")
+    joblib.dump(NormalizingFlowPCA(flow="mlp"), tmp_path / "unfitted.joblib")
     assert "This NormalizingFlowPCA instance is not fitted yet" in _error(
         capsys, ["transform", "--model", tmp_path / "unfitted.joblib", data])
 

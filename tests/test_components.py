@@ -84,7 +84,7 @@ def test_analytic_banana_components_recover_latent_factors():
 @pytest.mark.slow
 def test_fitted_banana_components_recover_latent_factors():
     X, eps = make_banana(4000, random_state=0)
-    model = _quiet_fit(NormalizingFlowPCA(max_iter=400, random_state=0), X[:2000])
+    model = _quiet_fit(NormalizingFlowPCA(max_iter=400, random_state=0, flow="mlp"), X[:2000])
     Y = model.transform(X[2000:])
     assert _abs_spearman(Y[:, 0], eps[2000:, 0]) >= 0.95
     assert _abs_spearman(Y[:, 1], eps[2000:, 1]) >= 0.95
@@ -96,7 +96,7 @@ def sine_model():
     # The default settings, capped at 800 epochs (the sine never reaches the plateau
     # rule's end: a full default fit runs 2000 epochs, three times as long, for the same
     # recovery, 1.000 / 0.952 against 0.998 / 0.958 on one thread).
-    model = NormalizingFlowPCA(max_iter=800, random_state=0)
+    model = NormalizingFlowPCA(max_iter=800, random_state=0, flow="mlp")
     return _quiet_fit(model, X[:2000]), X, latent
 
 
@@ -153,7 +153,7 @@ def test_round_trip_with_all_components(sine_model):
 
 def test_inverse_transform_warns_when_it_does_not_converge():
     X, _ = make_banana(300, random_state=0)
-    model = _quiet_fit(NormalizingFlowPCA(max_iter=5, random_state=0, inverse_max_iter=1),
+    model = _quiet_fit(NormalizingFlowPCA(max_iter=5, random_state=0, inverse_max_iter=1, flow="mlp"),
                        X)
     with pytest.warns(ConvergenceWarning, match="did not converge for \\d+ of 20 points"):
         model.inverse_transform(model.transform(X[:20]) + 0.3)
@@ -180,7 +180,7 @@ def test_randomized_top_k_equals_full_svd():
 @pytest.fixture(scope="module")
 def small_model():
     X, _ = make_banana(300, random_state=1)
-    return _quiet_fit(NormalizingFlowPCA(max_iter=10, random_state=0), X), X
+    return _quiet_fit(NormalizingFlowPCA(max_iter=10, random_state=0, flow="mlp"), X), X
 
 
 @settings(max_examples=15, deadline=None)
@@ -203,7 +203,7 @@ def test_transform_ignores_row_order_and_chunking(small_model, order, working_me
 def test_shapes_and_dtypes_of_every_method(n_components):
     X, _ = make_banana(120, random_state=2)
     model = _quiet_fit(NormalizingFlowPCA(n_components=n_components, max_iter=3,
-                                          random_state=0), X)
+                                          random_state=0, flow="mlp"), X)
     k = model.n_components_
     assert 1 <= k <= 2
     assert model.transform(X).shape == (120, k)
@@ -227,7 +227,7 @@ S_CURVE_SEEDS = [0, 1]
 @pytest.fixture(scope="module", params=S_CURVE_SEEDS)
 def s_curve_model(request):
     X, latent = make_s_curve_gaussian(3000, random_state=request.param)
-    model = _quiet_fit(NormalizingFlowPCA(n_components=3, random_state=request.param),
+    model = _quiet_fit(NormalizingFlowPCA(n_components=3, random_state=request.param, flow="mlp"),
                        X[:2000])
     return model, X, latent
 

@@ -25,8 +25,8 @@ def data():
 
 @pytest.fixture(scope="module", params=[
     dict(flow="linear"),
-    dict(n_layers=2, max_iter=3),
-    dict(n_layers=2, max_iter=3, n_components=2, svd_solver="randomized"),
+    dict(flow="mlp", n_layers=2, max_iter=3),
+    dict(flow="mlp", n_layers=2, max_iter=3, n_components=2, svd_solver="randomized"),
 ], ids=["linear", "mlp", "mlp-randomized"])
 def model(request, data):
     with warnings.catch_warnings():

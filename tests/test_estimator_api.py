@@ -18,7 +18,8 @@ from flowpca import NormalizingFlowPCA
 from .conftest import anisotropic_gaussian
 
 ESTIMATORS = [
-    NormalizingFlowPCA(),
+    NormalizingFlowPCA(max_iter=3),  # the default family, its other settings 'auto'
+    NormalizingFlowPCA(flow="mlp"),
     NormalizingFlowPCA(flow="linear"),
     NormalizingFlowPCA(flow="linear", solver="adam", max_iter=20),
 ]
@@ -134,7 +135,7 @@ def test_wrong_feature_count_is_rejected(fitted):
 
 
 def test_unfitted_use_raises_not_fitted():
-    model = NormalizingFlowPCA()
+    model = NormalizingFlowPCA(flow="mlp")
     for method in (model.transform, model.score_samples, model.score,
                    model.inverse_transform):
         with pytest.raises(NotFittedError):

@@ -22,6 +22,8 @@ import flowpca.flows
 from flowpca import NormalizingFlowPCA
 from flowpca.exceptions import DegenerateFitWarning
 
+from .conftest import PAPER_TRAINING
+
 _SETTINGS = settings(max_examples=100, deadline=None, derandomize=True,
                      suppress_health_check=[HealthCheck.too_slow])
 
@@ -30,7 +32,7 @@ _CLEAR_ERRORS = re.compile(r"covariance of X is singular|values of X are too (la
                            r"|variances of X span too wide a range"
                            r"|contains infinity|too large for dtype")
 
-_FLOWS = {"linear": dict(flow="linear"), "mlp": dict(n_layers=2, max_iter=3)}
+_FLOWS = {"linear": dict(flow="linear"), "mlp": dict(flow="mlp", n_layers=2, max_iter=3)}
 
 
 @st.composite
@@ -195,7 +197,7 @@ def test_float32_model_has_its_own_limit():
     X = _rng.normal(size=(40, 3)) * 1e20  # fine in float64, overflows float32 squares
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        _check_finite(NormalizingFlowPCA(n_layers=2, max_iter=3, random_state=0).fit(X), X)
+        _check_finite(NormalizingFlowPCA(n_layers=2, max_iter=3, random_state=0, flow="mlp").fit(X), X)
     with pytest.raises(ValueError, match="too large for a float32 model"):
         _fit_or_refuse_strict(dict(_FLOWS["mlp"], dtype="float32"), X)
 
@@ -208,7 +210,8 @@ def test_float32_model_has_its_own_limit():
 ])
 def test_bad_flow_params_are_refused_and_change_nothing(flow, flow_params, message):
     X = np.random.default_rng(0).normal(size=(30, 3))
-    model = NormalizingFlowPCA(flow=flow, flow_params=flow_params, max_iter=2)
+    model = NormalizingFlowPCA(flow=flow, flow_params=flow_params, max_iter=2, early_stopping=False,
+        **PAPER_TRAINING)
     params_before = model.get_params()
     with pytest.raises(ValueError, match=message):
         model.fit(X)
@@ -219,7 +222,7 @@ def test_bad_flow_params_are_refused_and_change_nothing(flow, flow_params, messa
 def test_flow_params_reach_the_mlp_initialization():
     X = np.random.default_rng(0).normal(size=(50, 3))
     outputs = [NormalizingFlowPCA(flow_params={"noise_scale": scale}, max_iter=1,
-                                  random_state=0).fit(X).transform(X)
+                                  random_state=0, flow="mlp").fit(X).transform(X)
                for scale in (0.0, 0.3)]
     assert not np.allclose(outputs[0], outputs[1])
 
@@ -230,7 +233,7 @@ def test_dataframe_fit_of_a_nonlinear_flow_raises_no_feature_name_warning():
                          columns=["a", "b", "c"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = NormalizingFlowPCA(n_components=2, max_iter=3, random_state=0).fit(X)
+        model = NormalizingFlowPCA(n_components=2, max_iter=3, random_state=0, flow="mlp").fit(X)
         model.transform(X)
     assert not [w for w in caught if "feature names" in str(w.message)]
     assert list(model.get_feature_names_out()) == ["flowpca0", "flowpca1"]

@@ -145,7 +145,7 @@ def test_auto_latent_dimension_from_a_preliminary_full_dimensional_fit():
     X, _ = make_embedded_plane(200, random_state=0)
     model = _fit(X, "auto", n_layers=2, max_iter=5)
     # The preliminary 'mlp' fit (same settings) finds the plane's dimension.
-    assert NormalizingFlowPCA("auto", n_layers=2, max_iter=5, random_state=0).fit(
+    assert NormalizingFlowPCA("auto", n_layers=2, max_iter=5, random_state=0, flow="mlp").fit(
         X).intrinsic_dimension_ == 2
     assert model.n_components_ == model.flow_.n_components == 2
     assert model.transform(X).shape == (200, 2)

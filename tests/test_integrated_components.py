@@ -11,6 +11,8 @@ from scipy.stats import spearmanr
 from flowpca import NormalizingFlowPCA, _integration, _orientation
 from flowpca.datasets import make_s_curve_gaussian, make_sine_wave
 
+from .conftest import PAPER_TRAINING
+
 
 def _orthonormal_rows(rng, k, n_features):
     q, _ = np.linalg.qr(rng.normal(size=(n_features, n_features)))
@@ -97,8 +99,9 @@ def test_auto_is_integrated_for_zuko_flows_only():
         nsf_projected = NormalizingFlowPCA(flow="nsf", component_map="projected",
                                            flow_params={"hidden_features": (8,)},
                                            **small).fit(X)
-        mlp = NormalizingFlowPCA(**small).fit(X)
-        mlp_integrated = NormalizingFlowPCA(component_map="integrated", **small).fit(X)
+        mlp = NormalizingFlowPCA(flow="mlp", **small).fit(X)
+        mlp_integrated = NormalizingFlowPCA(flow="mlp", component_map="integrated",
+                                            **small).fit(X)
     assert nsf._component_map == "integrated" and mlp._component_map == "projected"
     assert nsf_projected._component_map == "projected"
     assert mlp_integrated._component_map == "integrated"
@@ -120,7 +123,7 @@ def integrated_sine():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = NormalizingFlowPCA(component_map="integrated", n_layers=4, max_iter=150,
-                                   random_state=0).fit(X[:1000])
+                                   random_state=0, flow="mlp").fit(X[:1000])
     return model, X[1000:], latent[1000:]
 
 
@@ -151,7 +154,7 @@ def test_nsf_components_recover_the_paper_s_curve(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = NormalizingFlowPCA(3, flow="nsf", n_layers=3, max_iter=100,
-                                   early_stopping=True, random_state=seed).fit(X[:1000])
+                                   early_stopping=True, random_state=seed, **PAPER_TRAINING).fit(X[:1000])
     Y = model.transform(X[1000:])
     rho = [abs(spearmanr(Y[:, i], latent[1000:, i])[0]) for i in range(2)]
     assert min(rho) >= 0.95, rho

@@ -16,14 +16,14 @@ from flowpca import NormalizingFlowPCA
 from flowpca._diagnostics import intrinsic_dimension
 from flowpca.datasets import make_embedded_plane, make_s_curve_gaussian, make_sine_wave
 
-from .conftest import anisotropic_gaussian
+from .conftest import PAPER_TRAINING, anisotropic_gaussian
 
 
 @parametrize_with_checks([
     NormalizingFlowPCA(n_components="auto", flow="linear"),
     NormalizingFlowPCA(n_components="auto", n_layers=1, max_iter=5,
                        intrinsic_dimension_threshold=10.0,
-                       flow_params={"lipschitz": 3.0}),
+                       flow_params={"lipschitz": 3.0}, flow="mlp"),
 ])
 def test_sklearn_compatible_with_auto_and_bounded_layers(estimator, check):
     check(estimator)
@@ -69,7 +69,7 @@ def test_plane_in_3d():
     assert linear.intrinsic_dimension_ == linear.n_components_ == 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        mlp = NormalizingFlowPCA("auto", n_layers=2, max_iter=20, random_state=0).fit(X)
+        mlp = NormalizingFlowPCA("auto", n_layers=2, max_iter=20, random_state=0, flow="mlp").fit(X)
     assert mlp.intrinsic_dimension_ == mlp.n_components_ == 2
 
 
@@ -98,7 +98,7 @@ def test_mlp_finds_the_manifold_dimension(make, expected):
     X = make(500, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        model = NormalizingFlowPCA("auto", max_iter=300, random_state=0).fit(X)
+        model = NormalizingFlowPCA("auto", max_iter=300, random_state=0, flow="mlp").fit(X)
     assert model.intrinsic_dimension_ == model.n_components_ == expected
 
 
@@ -114,7 +114,7 @@ def test_spline_flow_finds_the_swiss_roll_sheet():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = NormalizingFlowPCA("auto", flow="nsf", n_layers=3, max_iter=300,
-                                   early_stopping=True, random_state=0).fit(X)
+                                   early_stopping=True, random_state=0, **PAPER_TRAINING).fit(X)
     assert model.intrinsic_dimension_ == model.n_components_ == 2
 
 

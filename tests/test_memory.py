@@ -58,7 +58,8 @@ def test_peak_memory_is_bounded_and_does_not_grow_with_rows(tmp_path):
         X *= np.linspace(2.0, 0.5, {_N_FEATURES})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # ConvergenceWarning: one epoch
-            model = NormalizingFlowPCA(n_layers=2, max_iter=1, random_state=0).fit(X)
+            model = NormalizingFlowPCA(flow="mlp", n_layers=2, max_iter=1,
+                                       random_state=0).fit(X)
         with open({str(model_path)!r}, "wb") as file:
             pickle.dump(model, file)
     """)

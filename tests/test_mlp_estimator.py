@@ -29,7 +29,7 @@ def test_default_flow_beats_pca_held_out(make):
     gaussian = NormalizingFlowPCA(flow="linear").fit(X_train).score(X_test)
     # 300 epochs of the default settings beat PCA by far; the full default fit (up to
     # 2000 epochs) is checked on these data sets in test_components.py.
-    flow = _fit_quietly(NormalizingFlowPCA(max_iter=300, random_state=0),
+    flow = _fit_quietly(NormalizingFlowPCA(max_iter=300, random_state=0, flow="mlp"),
                         X_train).score(X_test)
     assert flow > gaussian + 0.5
 
@@ -37,7 +37,7 @@ def test_default_flow_beats_pca_held_out(make):
 def test_density_integrates_to_one_in_1d():
     rng = np.random.RandomState(0)
     X = np.concatenate([rng.normal(-2, 0.5, 300), rng.normal(1, 1.0, 300)])[:, None]
-    model = _fit_quietly(NormalizingFlowPCA(max_iter=30, random_state=0), X)
+    model = _fit_quietly(NormalizingFlowPCA(max_iter=30, random_state=0, flow="mlp"), X)
     grid = np.linspace(-60, 60, 200_001)[:, None]
     # The flow is a bijection of R: the mass outside the grid is exactly the normal mass
     # outside [f(a), f(b)].
@@ -51,7 +51,7 @@ def test_density_integrates_to_one_in_1d():
 
 def test_density_integrates_to_one_in_2d():
     X, _ = make_banana(600, random_state=0)
-    model = _fit_quietly(NormalizingFlowPCA(max_iter=30, random_state=0), X)
+    model = _fit_quietly(NormalizingFlowPCA(max_iter=30, random_state=0, flow="mlp"), X)
     # asinh flows have heavy tails: a sinh-spaced grid reaches far at fine resolution.
     half_width = 1000.0
     spacing = np.sinh(np.linspace(-np.arcsinh(half_width), np.arcsinh(half_width), 1001))
@@ -81,7 +81,7 @@ def _smallest_local_variances(model, X):
 def test_appendix_a_curve_settles_at_the_floor_with_tikhonov():
     X, _ = make_curve_2d(1000, random_state=0)
     model = _fit_quietly(NormalizingFlowPCA(alpha=1e-5, n_layers=6, max_iter=400,
-                                            random_state=0), X)
+                                            random_state=0, flow="mlp"), X)
     assert np.all(np.isfinite(model.score_samples(X)))
     floor_ratio = np.median(_smallest_local_variances(model, X)) / 1e-5
     assert 1.0 <= floor_ratio < 5.0
@@ -91,27 +91,27 @@ def test_appendix_a_curve_settles_at_the_floor_with_tikhonov():
 def test_appendix_a_curve_without_tikhonov_is_reported():
     X, _ = make_curve_2d(1000, random_state=0)
     with pytest.warns(DegenerateFitWarning, match="alpha=0"):
-        _fit_quietly(NormalizingFlowPCA(alpha=0.0, n_layers=6, max_iter=400, random_state=0),
+        _fit_quietly(NormalizingFlowPCA(alpha=0.0, n_layers=6, max_iter=400, random_state=0, flow="mlp"),
                      X)
 
 
 def test_mlp_fit_is_bit_identical_with_random_state():
     X, _ = make_banana(300, random_state=0)
-    fits = [_fit_quietly(NormalizingFlowPCA(max_iter=5, random_state=7), X)
+    fits = [_fit_quietly(NormalizingFlowPCA(max_iter=5, random_state=7, flow="mlp"), X)
             for _ in range(2)]
     assert fits[0].loss_curve_ == fits[1].loss_curve_
     np.testing.assert_array_equal(fits[0].transform(X), fits[1].transform(X))
     np.testing.assert_array_equal(fits[0].score_samples(X), fits[1].score_samples(X))
-    other = _fit_quietly(NormalizingFlowPCA(max_iter=5, random_state=8), X)
+    other = _fit_quietly(NormalizingFlowPCA(max_iter=5, random_state=8, flow="mlp"), X)
     assert other.loss_curve_ != fits[0].loss_curve_
 
 
 def test_hutchinson_penalty_trains_too():
     X, _ = make_sine_wave(1000, random_state=0)
     exact = _fit_quietly(NormalizingFlowPCA(max_iter=20, penalty_estimator="exact",
-                                            random_state=0), X)
+                                            random_state=0, flow="mlp"), X)
     hutchinson = _fit_quietly(NormalizingFlowPCA(max_iter=20,
                                                  penalty_estimator="hutchinson",
-                                                 random_state=0), X)
+                                                 random_state=0, flow="mlp"), X)
     # Same objective in expectation: the scores agree to a fraction of a nat.
     assert hutchinson.score(X) == pytest.approx(exact.score(X), abs=0.3)

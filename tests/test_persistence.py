@@ -16,7 +16,7 @@ from flowpca import NormalizingFlowPCA
 from flowpca.exceptions import InconsistentVersionWarning
 from flowpca.flows import LinearFlow, MLPFlow
 
-from .conftest import anisotropic_gaussian
+from .conftest import PAPER_TRAINING, anisotropic_gaussian
 
 ESTIMATOR_TYPE = "flowpca._estimator.NormalizingFlowPCA"
 
@@ -34,9 +34,9 @@ def _fit(**params):
 
 @pytest.fixture(scope="module", params=["mlp", "linear", "mlp-float32"])
 def fitted(request):
-    params = {"mlp": dict(n_layers=2, max_iter=3, n_components=3),
+    params = {"mlp": dict(flow="mlp", n_layers=2, max_iter=3, n_components=3),
               "linear": dict(flow="linear"),
-              "mlp-float32": dict(n_layers=2, max_iter=3, dtype="float32")}[request.param]
+              "mlp-float32": dict(flow="mlp", n_layers=2, max_iter=3, dtype="float32")}[request.param]
     return _fit(**params)
 
 
@@ -135,12 +135,13 @@ def test_pickle_round_trip(fitted):
 
 
 def test_pickle_unfitted_and_foreign_flow():
-    unfitted = pickle.loads(pickle.dumps(NormalizingFlowPCA(alpha=0.1)))
+    unfitted = pickle.loads(pickle.dumps(NormalizingFlowPCA(alpha=0.1, flow="mlp")))
     assert unfitted.alpha == 0.1 and not hasattr(unfitted, "flow_")
     # A flow class from outside flowpca is stored as the class itself: pickle handles it.
     X = anisotropic_gaussian(200, 3, seed=0)
     model = NormalizingFlowPCA(flow=ScaledLinearFlow(3), solver="adam", max_iter=2,
-                               random_state=0)
+                               random_state=0, early_stopping=False,
+        **PAPER_TRAINING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X)

@@ -19,7 +19,7 @@ from flowpca.datasets import make_banana, make_embedded_plane, make_s_curve_gaus
 from flowpca.plotting import plot_components, plot_local_variances, plot_loss_curve  # noqa: E402
 
 # Tiny, quick fits: the plots are under test, not the models.
-FAST = dict(n_layers=2, max_iter=3, random_state=0)
+FAST = dict(flow="mlp", n_layers=2, max_iter=3, random_state=0)
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
@@ -147,7 +147,7 @@ def test_components_feature_names_label_the_axes(banana):
 def test_components_bad_input(banana, s_curve):
     model, X = banana
     with pytest.raises(NotFittedError):
-        plot_components(NormalizingFlowPCA(), X)
+        plot_components(NormalizingFlowPCA(flow="mlp"), X)
     with pytest.raises(ValueError, match="features"):
         plot_components(model, X[:, :1])
     four_d = np.random.RandomState(0).normal(size=(50, 4))
@@ -203,7 +203,7 @@ def test_local_variances_without_floor_or_cut(banana):
 def test_local_variances_bad_input(banana):
     model, X = banana
     with pytest.raises(NotFittedError):
-        plot_local_variances(NormalizingFlowPCA(), X)
+        plot_local_variances(NormalizingFlowPCA(flow="mlp"), X)
     with pytest.raises(ValueError, match="quantiles"):
         plot_local_variances(model, X, quantiles=(0.9, 0.1))
     with pytest.raises(ValueError, match="features"):
@@ -238,7 +238,7 @@ def test_loss_curve_errors(plane):
     with pytest.raises(ValueError, match="no loss curve.*'exact'"):
         plot_loss_curve(model)
     with pytest.raises(NotFittedError):
-        plot_loss_curve(NormalizingFlowPCA())
+        plot_loss_curve(NormalizingFlowPCA(flow="mlp"))
 
 
 def test_component_colour_scale_ignores_the_extreme_tails(banana):

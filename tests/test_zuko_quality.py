@@ -16,6 +16,8 @@ from sklearn.mixture import GaussianMixture
 
 from flowpca import NormalizingFlowPCA
 
+from .conftest import PAPER_TRAINING
+
 pytestmark = pytest.mark.slow
 
 
@@ -55,7 +57,7 @@ def estimator_nsf_score(X_train, X_test):
     epochs at most and early stopping."""
     with pytest.warns(Warning):  # max_iter reached
         model = NormalizingFlowPCA(flow="nsf", n_layers=3, max_iter=200, early_stopping=True,
-                                   random_state=0).fit(X_train)
+                                   random_state=0, **PAPER_TRAINING).fit(X_train)
     return model.score(X_test)
 
 

@@ -109,11 +109,12 @@ def build_parser():
                      help="components kept by transform: an integer, or a fraction of "
                           "the variance in (0, 1) (default: all)")
     sub.add_argument("--alpha", type=float, metavar="A",
-                     help="Jacobian penalty, a floor on local variances (default: 5e-5)")
+                     help="Jacobian penalty, a floor on local variances (default: auto, "
+                          "chosen for the flow family)")
     sub.add_argument("--flow", metavar="NAME",
-                     help=f"flow family: {', '.join(family_names())} (default: mlp)")
+                     help=f"flow family: {', '.join(family_names())} (default: nsf)")
     sub.add_argument("--max-iter", type=int, metavar="N", help="epochs at most (default: "
-                                                               "400)")
+                                                               "auto, for the family)")
     sub.add_argument("--random-state", type=int, metavar="S", help="seed (default: none)")
     sub.add_argument("--device", help="'cpu', 'cuda', ... (default: auto)")
     sub.add_argument("--out", required=True, metavar="MODEL",
