@@ -142,7 +142,8 @@ def learning_curves(X_train, X_val, alpha, checkpoints):
     train, val = [], []
     for epochs in checkpoints:
         model = quietly(NormalizingFlowPCA(alpha=alpha, n_layers=6, max_iter=epochs,
-                                           n_iter_no_change=10 ** 6, random_state=0, flow="mlp").fit,
+                                           n_iter_no_change=10 ** 6, random_state=0,
+                                           flow="mlp").fit,
                         X_train)
         train.append(model.score(X_train))
         val.append(model.score(X_val))

@@ -196,7 +196,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         :class:`flowpca.flows.RealNVPFlow`); 'nsf' is zuko's neural spline flow
         (``n_layers`` rational-quadratic spline couplings) and 'maf' its masked
         autoregressive flow (``n_layers`` affine autoregressive layers), both after a
-        fixed standardization (see :class:`flowpca.flows.NSFFlow`). A :class:`flowpca.flows.Flow` instance is used as
+        fixed standardization (see :class:`flowpca.flows.NSFFlow`). A
+        :class:`flowpca.flows.Flow` instance is used as
         the initial flow (it is copied, never modified); an unconditional
         ``zuko.flows.Flow`` (or lazy transform) is copied and wrapped in
         :class:`flowpca.flows.ZukoFlow`, standardized on the training data.

@@ -46,4 +46,5 @@ class InconsistentVersionWarning(_SklearnInconsistentVersionWarning):
                 "invalid results. Use at your own risk.")
 
 
-__all__ = ["AmbiguousInverseWarning", "DegenerateFitWarning", "InconsistentVersionWarning", "TrainingDivergedWarning"]
+__all__ = ["AmbiguousInverseWarning", "DegenerateFitWarning", "InconsistentVersionWarning",
+           "TrainingDivergedWarning"]

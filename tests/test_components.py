@@ -153,7 +153,8 @@ def test_round_trip_with_all_components(sine_model):
 
 def test_inverse_transform_warns_when_it_does_not_converge():
     X, _ = make_banana(300, random_state=0)
-    model = _quiet_fit(NormalizingFlowPCA(max_iter=5, random_state=0, inverse_max_iter=1, flow="mlp"),
+    model = _quiet_fit(NormalizingFlowPCA(max_iter=5, random_state=0, inverse_max_iter=1,
+                                          flow="mlp"),
                        X)
     with pytest.warns(ConvergenceWarning, match="did not converge for \\d+ of 20 points"):
         model.inverse_transform(model.transform(X[:20]) + 0.3)

@@ -197,7 +197,8 @@ def test_float32_model_has_its_own_limit():
     X = _rng.normal(size=(40, 3)) * 1e20  # fine in float64, overflows float32 squares
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        _check_finite(NormalizingFlowPCA(n_layers=2, max_iter=3, random_state=0, flow="mlp").fit(X), X)
+        _check_finite(NormalizingFlowPCA(n_layers=2, max_iter=3, random_state=0,
+                                         flow="mlp").fit(X), X)
     with pytest.raises(ValueError, match="too large for a float32 model"):
         _fit_or_refuse_strict(dict(_FLOWS["mlp"], dtype="float32"), X)
 

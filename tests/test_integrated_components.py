@@ -154,7 +154,8 @@ def test_nsf_components_recover_the_paper_s_curve(seed):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = NormalizingFlowPCA(3, flow="nsf", n_layers=3, max_iter=100,
-                                   early_stopping=True, random_state=seed, **PAPER_TRAINING).fit(X[:1000])
+                                   early_stopping=True, random_state=seed,
+                                   **PAPER_TRAINING).fit(X[:1000])
     Y = model.transform(X[1000:])
     rho = [abs(spearmanr(Y[:, i], latent[1000:, i])[0]) for i in range(2)]
     assert min(rho) >= 0.95, rho

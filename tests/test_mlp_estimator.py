@@ -91,7 +91,8 @@ def test_appendix_a_curve_settles_at_the_floor_with_tikhonov():
 def test_appendix_a_curve_without_tikhonov_is_reported():
     X, _ = make_curve_2d(1000, random_state=0)
     with pytest.warns(DegenerateFitWarning, match="alpha=0"):
-        _fit_quietly(NormalizingFlowPCA(alpha=0.0, n_layers=6, max_iter=400, random_state=0, flow="mlp"),
+        _fit_quietly(NormalizingFlowPCA(alpha=0.0, n_layers=6, max_iter=400, random_state=0,
+                                        flow="mlp"),
                      X)
 
 

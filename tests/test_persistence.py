@@ -36,7 +36,8 @@ def _fit(**params):
 def fitted(request):
     params = {"mlp": dict(flow="mlp", n_layers=2, max_iter=3, n_components=3),
               "linear": dict(flow="linear"),
-              "mlp-float32": dict(flow="mlp", n_layers=2, max_iter=3, dtype="float32")}[request.param]
+              "mlp-float32": dict(flow="mlp", n_layers=2, max_iter=3,
+                                  dtype="float32")}[request.param]
     return _fit(**params)
 
 

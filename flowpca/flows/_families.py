@@ -66,7 +66,8 @@ _PAPER_DEFAULTS = {
 # zuko's flows: 3 layers (3 / 5 / 8 measured: 5 gained < 0.01 nats at 1.8x the time),
 # an annealed schedule from 5e-3 (1e-2 and 2e-3 measured worse on moons and the banana),
 # early stopping on a held-out tenth after 100 epochs without progress (40 stopped the
-# paper's S-curve at 172 of 300 epochs, 1.2 nats below the full schedule), float32 training (the fitted flow is cast back to
+# paper's S-curve at 172 of 300 epochs, 1.2 nats below the full schedule), float32 training (the fitted flow is cast
+# back to
 # float64), and alpha chosen by held-out likelihood from (0, 1e-3 x the mean feature
 # variance): on all five sets the penalty lowered the held-out likelihood (by 0.02 to 1.2
 # nats) at 2-2.5x the cost per step, so it is tried only as a short fine-tune.
