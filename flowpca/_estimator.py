@@ -12,7 +12,7 @@ import scipy.linalg
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
-from sklearn.utils import check_array, check_random_state
+from sklearn.utils import check_array, check_random_state, metadata_routing
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
@@ -419,6 +419,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     >>> model.explained_variance_.round(1)
     array([9.5, 1. ])
     """
+
+    # return_residuals is an output option, not metadata: no set_inverse_transform_request.
+    __metadata_request__inverse_transform = {"return_residuals": metadata_routing.UNUSED}
 
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"),
