@@ -1,7 +1,7 @@
 """The README's figure: nonlinear components on the paper's sine wave, next to PCA's.
 
 Fits the default ``NormalizingFlowPCA`` (and the linear flow, i.e. PCA) on 2 000 points of
-the paper's 3-D sine wave (DESIGN.md section 8, seed 0) and draws the data coloured by
+the paper's 3-D sine wave (docs/contributing.rst, seed 0) and draws the data coloured by
 the components, with the local principal directions as arrows
 (:func:`flowpca.plotting.plot_components`). Writes
 ``benchmarks/results/readme_sine_components.png`` and prints the |Spearman| of each

@@ -2,7 +2,7 @@
 
 For each seed (the same seed draws the data and seeds the model):
 
-- the paper's S-curve (DESIGN.md section 8, Gaussian t; ``n_train`` training and 1000
+- the paper's S-curve (Gaussian t, docs/contributing.rst; ``n_train`` training and 1000
   test points): |Spearman| of component 1 with t and of component 2 with the height (test
   points); the third component's local variance against the second's, as the ratio of
   the means (``explained_variance_[1] / explained_variance_[2]``, over the training data)
@@ -170,7 +170,7 @@ def main():
         f"{platform.processor() or platform.machine()}\n"
         f"- data seeds {seeds} (each seed also seeds the model, `random_state=seed`); "
         f"{n_train} training and {N_TEST} test points per data set\n"
-        "- paper S-curve (DESIGN.md section 8, Gaussian t): `NormalizingFlowPCA("
+        "- paper S-curve (Gaussian t, docs/contributing.rst): `NormalizingFlowPCA("
         "n_components=3)`; t, height: absolute Spearman correlation on the test points of "
         "component 1 with t and of component 2 with the height; var2/var3: second "
         "over third local variance, "

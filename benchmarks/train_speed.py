@@ -8,7 +8,8 @@ optimizer update). Three implementations of the same flow are timed in the same 
   (exact: the identity; Hutchinson: one probe);
 - naive: per-sample Jacobians from ``torch.func.vmap(torch.func.jacrev(f))``, their
   ``log|det|`` from ``flowpca._linalg.slogdet`` (torch's batched LU is broken on a
-  multi-threaded CPU at large D, see DESIGN.md section 9) and the penalty from the same
+  multi-threaded CPU at large D, see docs/contributing.rst, "Known hazards") and the
+  penalty from the same
   Jacobians;
 - floor: a plain forward and backward of the same MLP, with no log-determinant and no
   penalty (what any network of this size costs).

@@ -1,7 +1,7 @@
 """The likelihood optimum of the linear flow, in closed form: a baseline for any flow.
 
 With the penalty ``alpha/2 ||J||_F^2`` the linear flow's optimum is the Gaussian with the
-data's mean and covariance ``Sigma_hat + alpha I`` (DESIGN.md section 2); its mean
+data's mean and covariance ``Sigma_hat + alpha I`` (docs/user_guide/theory.rst); its mean
 log-likelihood on the training data follows from the eigenvalues ``lambda_i`` of
 ``Sigma_hat`` alone:
 

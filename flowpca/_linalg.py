@@ -4,7 +4,8 @@ PyTorch 2.13's batched LU on CPU (``slogdet``, ``det``, ``solve``, ``inv``, ``lu
 and the backward of ``slogdet``) returns wrong values, raises ("Pivots given to lu_solve
 must all be greater or equal to 1") or hangs when more than one intra-op thread is used on
 a batch of two or more matrices of size ``n >= ~150`` (pytorch/pytorch#142815, #141358;
-DESIGN.md section 9). Single matrices, a batch of one and a single thread are correct.
+docs/contributing.rst, "Known hazards"). Single matrices, a batch of one and a single
+thread are correct.
 Every LU-based call in flowpca goes through this module, which keeps the fast batched call
 where it is known to be correct (non-CPU devices, small matrices, one thread, one matrix)
 and otherwise loops over 2-D calls. It never changes the process's thread count.

@@ -1,7 +1,8 @@
 """flowpca._linalg: LU-based linear algebra that stays correct with several CPU threads.
 
 torch 2.13's batched CPU LU is wrong, raises or hangs with more than one intra-op thread
-for batches of matrices of size n >= ~150 (DESIGN.md section 9). The tests that exercise
+for batches of matrices of size n >= ~150 (docs/contributing.rst, "Known hazards"). The
+tests that exercise
 that regime run in a subprocess with a timeout (a regression hangs rather than fails) and
 set the thread count there, so that this process's thread count is never touched.
 """

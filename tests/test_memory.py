@@ -1,7 +1,7 @@
 """Bounded memory: score_samples, transform and sample work in row chunks sized by
 scikit-learn's ``working_memory``, so their peak memory does not grow with the number of
-rows beyond the outputs (DESIGN.md section 9: per-point Jacobians of 20 000 x 256 x 256
-would be 10 GB).
+rows beyond the outputs (docs/contributing.rst, "Known hazards": per-point Jacobians of
+20 000 x 256 x 256 would be 10 GB).
 
 Peak RSS (``ru_maxrss``) only ever grows within a process, so the measurements run in fresh
 interpreters: one fits and pickles the model (so that fitting's own peak cannot mask the

@@ -4,8 +4,8 @@
 ``A_l(h) = W_l h + b_l`` and an invertible elementwise nonlinearity ``sigma``. Its Jacobian
 ``J_f(x) = W_L D_{L-1} W_{L-1} ... D_1 W_1`` with ``D_l = diag(sigma'(u_l))`` gives the
 log-determinant, Jacobian-vector products, the Frobenius norm and ``J^{-1} v`` from one
-pass through the layers (DESIGN.md section 6), with one ``slogdet`` per layer rather than
-one per sample.
+pass through the layers (docs/contributing.rst, "Performance by structure"), with one
+``slogdet`` per layer rather than one per sample.
 """
 
 import math
@@ -276,7 +276,8 @@ class MLPFlow(Flow):
         Gaussian solution slowly. With ``hidden_scale`` around 1 the units use the
         nonlinearity from the start, at the price of a worse initial likelihood (eight
         asinh layers make the output markedly light-tailed). On the paper's S-curve
-        (DESIGN.md section 8; 2 000 points, 8 000 Adam steps) the default 1.0 roughly
+        (docs/contributing.rst, "The paper's data sets"; 2 000 points, 8 000 Adam steps)
+        the default 1.0 roughly
         tripled the ratio of the mean second to the mean third local variance over 0.5
         (31 to 39 against 8 to 14: the curled ends of the curve resolve), and 2.0 was no
         better than 1.0 (``benchmarks/results/s_curve_tuning.md``).
