@@ -175,10 +175,10 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         model is always full-dimensional, whatever this is.
     flow : {'nsf', 'mlp', 'linear', 'realnvp', 'residual', 'implicit', 'maf', \
             'injective'}, Flow or zuko.flows.Flow, default='nsf'
-        The default, 'nsf', is the family of best held-out likelihood at equal CPU time
-        on the benchmark of the defaults (``benchmarks/results/defaults.md``), with
-        components as good as the paper's model on its S-curve, sine and banana; 'mlp'
-        is the paper's model.
+        The default, 'nsf', had the best held-out likelihood of the families at equal CPU
+        time on two moons and, with 'maf', on the paper's sine
+        (``benchmarks/results/defaults.md``); its integrated components recover the paper's
+        S-curve factors (|Spearman| >= 0.99). 'mlp' is the paper's model.
         'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
         ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
         ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
@@ -214,16 +214,17 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         mean feature variance, inside one fit: the flow is trained with ``alpha=0`` (no
         penalty, the cheapest step) and a copy is fine-tuned with the other value for 5 %
         of the epochs (the scores are in ``alpha_scores_``; without early stopping the
-        first value is kept); measured on five 2 000-point sets, the penalty lowered the
-        held-out likelihood of zuko's flows everywhere, so it is kept only where it helps.
+        first value is kept); measured on four 2 000-point sets (banana, two moons, the
+        paper's sine and S-curve), the penalty lowered the held-out likelihood of the spline
+        flow on each, so it is kept only where it helps.
         For the other families 'auto' is the paper's ``5e-5``. The value used is
         ``alpha_``. ``GridSearchCV`` over explicit values works as well (the estimator's
         :meth:`score` is the held-out log-likelihood).
     n_layers : int or 'auto', default='auto'
         The family's depth: hidden blocks of 'mlp' (the paper's 8), coupling layers of
         'realnvp' (the paper's comparator: 6) and 'nsf', autoregressive layers of 'maf'
-        (3 for both: 5 gained under 0.01 nats at 1.8 times the time), blocks of 'residual'
-        and 'implicit' (8). 'auto' takes the value in parentheses (``n_layers_``).
+        (3 for both: 5 gained 0.005 to 0.02 nats on two moons and the banana at 1.8 times
+        the time), blocks of 'residual' and 'implicit' (8). 'auto' takes the value in parentheses (``n_layers_``).
     activation : {'asinh', 'leaky_softplus'}, default='asinh'
         Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
         ``0.1 u + 0.9 softplus(u)``.
@@ -286,8 +287,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'auto' is 'exact' for the linear flow and 'adam' otherwise.
     max_iter : int or 'auto', default='auto'
         Maximum number of epochs for 'adam'. 'auto': for 'nsf' and 'maf', about 1 000
-        optimizer steps, within 50 to 250 epochs (250 at 2 000 points: about 10 CPU
-        seconds on one thread in 2-D); for the others the paper's model's 2000, chosen
+        optimizer steps, within 50 to 250 epochs (250 at 2 000 points: 8 to 18 CPU
+        seconds on one loaded thread in 2-D and 3-D); for the others the paper's model's 2000, chosen
         with its ``learning_rate_init`` and ``n_iter_no_change`` on the paper's S-curve
         (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``: the curled
         ends of the curve resolve only late, typically after 1 000 to 2 000 epochs).
@@ -689,8 +690,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         else:
             table = INSTANCE_DEFAULTS["flow" if isinstance(self.flow, Flow) else "zuko"]
         given = {name: getattr(self, name) for name in AUTO_PARAMETERS}
-        early_stopping = resolve_defaults(table, given, n_samples, n_features)[
-            "early_stopping"] and solver != "exact"
+        # The split is decided first: the sizes depend on the rows it leaves.
+        early_stopping = (table["early_stopping"] if given["early_stopping"] == "auto"
+                          else given["early_stopping"]) and solver != "exact"
         n_train = n_samples - self._n_validation(n_samples) if early_stopping else n_samples
         settings = resolve_defaults(table, {**given, "early_stopping": early_stopping},
                                     n_train, n_features)
@@ -787,7 +789,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             order = random_state.permutation(Xc.shape[0])
             x_val, x_train = Xc[order[:n_val]], Xc[order[n_val:]]
         # Train in the family's dtype where the model's was left to 'auto' on the CPU
-        # (zuko's flows: float32, about twice as fast); the fitted flow is cast back.
+        # (zuko's flows: float32, as the plain zuko loop they were measured against);
+        # the fitted flow is cast back.
         train_dtype = dtype
         if (settings["training_dtype"] is not None and self.dtype == "auto"
                 and device.type == "cpu"):
