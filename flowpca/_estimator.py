@@ -178,7 +178,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         The default, 'nsf', had the best held-out likelihood of the families at equal CPU
         time on two moons and, with 'maf', on the paper's sine
         (``benchmarks/results/defaults.md``); its integrated components recover the paper's
-        S-curve factors (|Spearman| >= 0.99). 'mlp' is the paper's model.
+        S-curve factors (absolute Spearman correlation >= 0.99). 'mlp' is the paper's
+        model.
         'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
         ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
         ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
@@ -224,7 +225,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         The family's depth: hidden blocks of 'mlp' (the paper's 8), coupling layers of
         'realnvp' (the paper's comparator: 6) and 'nsf', autoregressive layers of 'maf'
         (3 for both: 5 gained 0.005 to 0.02 nats on two moons and the banana at 1.8 times
-        the time), blocks of 'residual' and 'implicit' (8). 'auto' takes the value in parentheses (``n_layers_``).
+        the time), blocks of 'residual' and 'implicit' (8). 'auto' takes the value in
+        parentheses (``n_layers_``).
     activation : {'asinh', 'leaky_softplus'}, default='asinh'
         Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
         ``0.1 u + 0.9 softplus(u)``.
@@ -288,8 +290,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     max_iter : int or 'auto', default='auto'
         Maximum number of epochs for 'adam'. 'auto': for 'nsf' and 'maf', about 1 000
         optimizer steps, within 50 to 250 epochs (250 at 2 000 points: 8 to 18 CPU
-        seconds on one loaded thread in 2-D and 3-D); for the others the paper's model's 2000, chosen
-        with its ``learning_rate_init`` and ``n_iter_no_change`` on the paper's S-curve
+        seconds on one loaded thread in 2-D and 3-D); for the others the paper's model's
+        2000, chosen with its ``learning_rate_init`` and ``n_iter_no_change`` on the paper's S-curve
         (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``: the curled
         ends of the curve resolve only late, typically after 1 000 to 2 000 epochs).
     batch_size : int or 'auto', default='auto'

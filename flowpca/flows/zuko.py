@@ -614,11 +614,12 @@ def build_nsf(X, settings):
     penalty (``benchmarks/results/zuko_penalty_speed.md``); 3 layers is a good start for
     small ``D``. Local components: the NSF bends the data manifold's image in its latent
     space, so the projected components ``S^-1 U^T f(x)`` are no global coordinates (on
-    the paper's S-curve their |Spearman| with ``t`` is 0.3-0.4), while its local
-    directions are right (median |cos| 0.999 with the curve's tangent): the estimator's
-    ``component_map='auto'`` therefore integrates the local frame for zuko's flows
-    (:mod:`flowpca._integration`), which recovers ``t`` and the height with |Spearman|
-    >= 0.95 (``tests/test_integrated_components.py``).
+    the paper's S-curve their absolute Spearman correlation with ``t`` is 0.3-0.4), while
+    its local directions are right (median absolute cosine 0.999 with the curve's
+    tangent): the estimator's ``component_map='auto'`` therefore integrates the local
+    frame for zuko's flows (:mod:`flowpca._integration`), which recovers ``t`` and the
+    height with absolute Spearman correlation >= 0.95
+    (``tests/test_integrated_components.py``).
 
     Parameters
     ----------
