@@ -58,6 +58,23 @@ def test_paper_families_keep_their_settings():
     assert linear.alpha_ == 5e-5 and linear.early_stopping_ is False
 
 
+@pytest.mark.parametrize("flow, max_grad_norm", [("nsf", math.inf), ("mlp", 10.0)])
+def test_gradient_clip_of_the_table_reaches_the_training_loop(flow, max_grad_norm):
+    # zuko's flows train unclipped (clipping held the noise-free sine back), the paper's
+    # model with its norm of 10.
+    seen = []
+    train_flow = flowpca._estimator.train_flow
+
+    def recording(flow_, x, options, *args, **kwargs):
+        seen.append(options.max_grad_norm)
+        return train_flow(flow_, x, options, *args, **kwargs)
+
+    with mock.patch.object(flowpca._estimator, "train_flow", recording):
+        _quiet_fit(NormalizingFlowPCA(flow=flow, n_layers=1, max_iter=2, random_state=0),
+                   X_SMALL)
+    assert seen and set(seen) == {max_grad_norm}
+
+
 @pytest.mark.parametrize("n_samples, batch_size, max_iter", [
     (50, 64, 250), (900, 225, 250), (1800, 450, 250), (20_000, 512, 50), (4_000, 512, 125)])
 def test_zuko_batch_size_and_epochs_scale_with_the_data(n_samples, batch_size, max_iter):

@@ -132,11 +132,31 @@ def test_builders_standardize_and_read_flow_params():
     flow = build_flow("nsf", X, settings_)
     assert isinstance(flow, NSFFlow)
     assert flow.get_config() == {"n_features": 3, "transforms": 2, "hidden_features": (16, 16),
-                                 "bins": 5, "seed": flow.seed}
-    torch.testing.assert_close(flow.scale, (X.var(dim=0, unbiased=False) + 1e-2).sqrt())
+                                 "bins": 5, "bound": 5.0, "seed": flow.seed}
+    # The standard deviation (with the floor), widened where a point would fall outside
+    # 90 % of the splines' domain.
+    deviation = (X - X.mean(dim=0)).abs().amax(dim=0)
+    torch.testing.assert_close(flow.scale, torch.maximum(
+        (X.var(dim=0, unbiased=False) + 1e-2).sqrt(), deviation / 4.5))
     with pytest.raises(ValueError, match="does not accept"):
         build_flow("maf", X, FlowSettings(alpha=0.0, n_layers=1, flow_params={"bins": 4},
                                           generator=torch.Generator()))
+
+
+@pytest.mark.parametrize("bound", [5.0, 8.0])
+def test_nsf_keeps_every_training_point_inside_the_spline_domain(bound):
+    # A heavy tail (a chi-square-like feature): beyond the domain a spline is the identity.
+    rng = np.random.RandomState(1)
+    e = rng.normal(size=(400, 2))
+    X = torch.tensor(np.column_stack([e[:, 0], e[:, 0] ** 4 + 0.1 * e[:, 1]]))
+    X = X - X.mean(dim=0)
+    flow = build_flow("nsf", X, FlowSettings(alpha=0.0, n_layers=1, flow_params={
+        "bound": bound, **SMALL}, generator=torch.Generator().manual_seed(0)))
+    standardized = (X - flow.shift) / flow.scale
+    assert float(standardized.abs().max()) <= 0.9 * bound + 1e-12
+    assert flow.bound == bound
+    y, log_abs_det = flow(X)
+    torch.testing.assert_close(flow.inverse(y), X)
 
 
 def user_flow(cls, *args, **kwargs):

@@ -61,7 +61,7 @@ _PAPER_DEFAULTS = {
     "n_layers": 8, "max_iter": 2000, "batch_size": 200, "learning_rate_init": 3e-2,
     "learning_rate": "adaptive", "early_stopping": False, "alpha": 5e-5,
     "penalty_estimator": _penalty_by_features, "n_iter_no_change": 40,
-    "training_dtype": None,
+    "training_dtype": None, "max_grad_norm": 10.0,
 }
 # zuko's flows (measured with a plain zuko loop, seed 0): 3 layers (5 gained 0.005-0.02
 # nats on moons and the banana at 1.8x the time), an annealed schedule from 5e-3 (1e-2
@@ -76,7 +76,7 @@ _ZUKO_DEFAULTS = {
     "n_layers": 3, "max_iter": _nsf_max_iter, "batch_size": _nsf_batch_size,
     "learning_rate_init": 5e-3, "learning_rate": "cosine", "early_stopping": True,
     "alpha": ("validation", (0.0, 1e-3)), "penalty_estimator": "hutchinson",
-    "n_iter_no_change": 100, "training_dtype": "float32",
+    "n_iter_no_change": 100, "training_dtype": "float32", "max_grad_norm": math.inf,
 }
 FAMILY_DEFAULTS = {
     "linear": {**_PAPER_DEFAULTS, "n_layers": 0},
@@ -94,10 +94,14 @@ INSTANCE_DEFAULTS = {"flow": _PAPER_DEFAULTS, "zuko": _ZUKO_DEFAULTS}
 AUTO_PARAMETERS = ("n_layers", "max_iter", "batch_size", "learning_rate_init",
                    "learning_rate", "early_stopping", "alpha", "penalty_estimator",
                    "n_iter_no_change")
+# Settings of the table with no estimator parameter: the dtype a family trains in on the
+# CPU (None: the model's) and the gradient-norm clip (inf: none).
+TRAINING_SETTINGS = ("training_dtype", "max_grad_norm")
 
 
 def resolve_defaults(table, given, n_samples, n_features):
-    """The values of ``AUTO_PARAMETERS`` (and ``training_dtype``) for one fit.
+    """The values of ``AUTO_PARAMETERS`` (and of the internal ``TRAINING_SETTINGS``) for
+    one fit.
 
     Parameters
     ----------
@@ -128,7 +132,7 @@ def resolve_defaults(table, given, n_samples, n_features):
     8
     """
     resolved = {}
-    for name in AUTO_PARAMETERS + ("training_dtype",):
+    for name in AUTO_PARAMETERS + TRAINING_SETTINGS:
         value = given.get(name, "auto")
         if isinstance(value, str) and value == "auto":
             value = table[name]
