@@ -12,6 +12,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import flowpca.flows.zuko
 from flowpca import NormalizingFlowPCA
 from flowpca.flows import MAFFlow, NSFFlow, ZukoFlow
 from flowpca.flows._families import FlowSettings, build_flow
@@ -301,3 +302,17 @@ def test_nsf_local_directions_are_ordered_like_the_mlps_on_the_banana():
     ratios = [np.median(v[:, 0] / v[:, 1]) for v in
               (variances, models[1].local_variances(X_test))]
     assert min(ratios) > 5 and max(ratios) / min(ratios) < 3, ratios
+
+
+@pytest.mark.parametrize("cls", [NSFFlow, MAFFlow])
+def test_fitted_jacobian_by_forward_mode_equals_autograd(cls, monkeypatch):
+    # From 8 features a fitted flow's Jacobian is taken by forward mode, in chunks (here of
+    # 16 rows); it must be the reverse-mode one (torch.autograd.functional.jacobian).
+    monkeypatch.setattr(flowpca.flows.zuko, "_FORWARD_MODE_TANGENTS", 160)
+    X = torch.tensor(np.random.RandomState(3).normal(size=(37, 10)))
+    flow = cls(10, transforms=2, **SMALL).standardize_for(X).requires_grad_(False)
+    with torch.no_grad():
+        J = flow.jacobian(X)
+    expected = torch.stack([torch.autograd.functional.jacobian(
+        lambda row: flow(row[None])[0][0], row) for row in X])
+    torch.testing.assert_close(J, expected, rtol=1e-10, atol=1e-12)
