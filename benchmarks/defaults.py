@@ -18,7 +18,9 @@ thread) for fitting (any tuning included) and, separately, scoring:
 - ``default``: ``NormalizingFlowPCA(random_state=seed)``, whatever the package's defaults
   are at run time (the report lists them, and the fitted ``n_layers_``, ``max_iter_``,
   ``n_iter_``, ``batch_size_``, ``learning_rate_init_``, ``alpha_`` where they exist);
-  ``model.score(X_test)``.
+  ``model.score(X_test)``. On the paper's S-curve, sine and banana also the round trip
+  ``inverse_transform(transform(X_train))`` with all components (fraction back within
+  relative error 1e-6, points reported as having another preimage or unconverged).
 - ``gmm``: :class:`~sklearn.mixture.GaussianMixture` (full covariances) with the number
   of components chosen by BIC on the training set from 1, 2, 4, 8, 16, 32.
 - ``kde``: :class:`~sklearn.neighbors.KernelDensity` (Gaussian), the bandwidth chosen by
@@ -54,6 +56,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import sys
 import time
 import warnings
@@ -88,9 +91,14 @@ METHODS = {"default": "NormalizingFlowPCA()", "gmm": "GaussianMixture (best BIC)
 # with a None fallback: the set depends on the package version).
 FITTED = ("n_layers_", "max_iter_", "n_iter_", "batch_size_", "learning_rate_init_",
           "alpha_")
+# The default's round trip inverse_transform(transform(X_train)) (all components) on the
+# paper's data sets: rows back within this relative error.
+ROUND_TRIP_DATASETS = ("s_curve", "sine", "banana")
+ROUND_TRIP_RTOL = 1e-6
+ROUND_TRIP_KEYS = ["round_trip", "ambiguous", "unconverged", "inverse_s"]
 CSV_KEYS = ["dataset", "n_train", "n_test", "n_features", "seed", "method", "status",
             "test_ll", "fit_s", "score_s", "k", "bandwidth", "epochs", "best_epoch",
-            "epoch_s", "flow", *FITTED, "notes"]
+            "epoch_s", "flow", *FITTED, *ROUND_TRIP_KEYS, "notes"]
 CURVE_KEYS = ["dataset", "seed", "method", "family", "budget", "status", "fit_s",
               "test_ll", "n_iter_", "notes"]
 
@@ -199,8 +207,28 @@ def _plain(value):
     return str(value)
 
 
+def round_trip(model, X):
+    """``inverse_transform(transform(X))`` on all components: the fraction of rows back
+    within relative error ROUND_TRIP_RTOL (``|x_back - x| / |x - mean_|``), the counts of
+    rows the warnings report (another preimage; unconverged) and the CPU seconds."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        back, inverse_s = _cpu(lambda: model.inverse_transform(model.transform(X)))
+    error = np.linalg.norm(back - X, axis=1) / np.linalg.norm(X - model.mean_, axis=1)
+
+    def reported(pattern):
+        found = (re.search(pattern, str(w.message)) for w in caught)
+        return sum(int(match.group(1)) for match in found if match)
+
+    return {"round_trip": float(np.mean(error <= ROUND_TRIP_RTOL)),
+            "ambiguous": reported(r"^(\d+) of \d+ points have another preimage"),
+            "unconverged": reported(r"did not converge for (\d+) of"),
+            "inverse_s": inverse_s}
+
+
 def fit_default(data, settings, seed):
-    """``NormalizingFlowPCA(random_state=seed)`` with the package's defaults."""
+    """``NormalizingFlowPCA(random_state=seed)`` with the package's defaults; on the
+    paper's data sets also the round trip of the training points."""
     params = {} if settings.default_max_iter is None else {
         "max_iter": settings.default_max_iter}
     model = NormalizingFlowPCA(random_state=seed, **params)
@@ -209,6 +237,8 @@ def fit_default(data, settings, seed):
     row = {"test_ll": float(test_ll), "fit_s": fit_s, "score_s": score_s,
            "flow": _plain(model.flow)}
     row.update({name: _plain(getattr(model, name, None)) for name in FITTED})
+    if data.name in ROUND_TRIP_DATASETS:
+        row.update(round_trip(model, data.X_train))
     return row
 
 
@@ -492,6 +522,17 @@ def summary_rows(rows, names):
     return out
 
 
+def round_trip_rows(rows, names):
+    """Per data set and seed: the default's round trip (where measured)."""
+    return [{"dataset": r["dataset"], "seed": r["seed"], "n_train": r["n_train"],
+             **{key: _num(r.get(key), 4) if key == "round_trip" else
+                _num(r.get(key), 1) if key == "inverse_s" else r.get(key)
+                for key in ROUND_TRIP_KEYS}}
+            for name in names for r in rows
+            if r["dataset"] == name and r["method"] == "default"
+            and r.get("round_trip") is not None]
+
+
 def choice_rows(rows, names):
     """Per data set: the default's flow and fitted attributes (values over the seeds)."""
     out = []
@@ -568,6 +609,19 @@ def write_report(rows, curve, names, settings, env, files, seconds):
                        + [(key, key) for key in FITTED]
                        + [("status", "status"), ("notes", "notes")],
                        choice_rows(rows, names)),
+        "",
+        "## Round trips",
+        "",
+        "inverse_transform(transform(X_train)) with all components, on the training points "
+        f"of {', '.join(ROUND_TRIP_DATASETS)}: the fraction back within relative error "
+        f"{ROUND_TRIP_RTOL:g} (|x_back - x| / |x - mean_|), the points inverse_transform "
+        "reported as having another preimage (AmbiguousInverseWarning) or as unconverged "
+        "(ConvergenceWarning), and the CPU seconds of transform + inverse_transform.",
+        "",
+        markdown_table([("dataset", "data"), ("seed", "seed"), ("n_train", "points"),
+                        ("round_trip", f"back within {ROUND_TRIP_RTOL:g}"),
+                        ("ambiguous", "another preimage"), ("unconverged", "unconverged"),
+                        ("inverse_s", "CPU s")], round_trip_rows(rows, names)),
         "",
         "## Held-out log-likelihood against CPU seconds",
         "",

@@ -299,8 +299,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         and 'maf' a quarter of the training rows within 64 to 512 (4 steps per epoch up
         to 2 048 rows); 200 for the others.
     learning_rate_init : float or 'auto', default='auto'
-        Initial (for 'cosine': peak) Adam step size. 'auto': 5e-3 for 'nsf' and 'maf'
-        (1e-2 and 2e-3 measured worse on two moons and the banana), 3e-2 for the others
+        Initial (for 'cosine': peak) Adam step size. 'auto': 1e-2 for 'nsf' and 'maf'
+        (against 5e-3, seeds 0-2: better on two moons and the paper's S-curve and sine,
+        as good on the banana and noisy S-curve), 3e-2 for the others
         (on the paper's S-curve 3e-2 with the adaptive schedule resolved the ends of the
         curve where 1e-2 did not).
     learning_rate : {'auto', 'cosine', 'adaptive', 'constant'}, default='auto'
