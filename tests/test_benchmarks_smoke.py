@@ -113,18 +113,22 @@ def test_paper_quick_writes_claims_and_figures(tmp_path):
 
 
 def test_defaults_quick_writes_table_csv_and_figure(tmp_path):
-    # Two noisy 2-D and 3-D sets; the curve on the noisy moons only.
-    run_script("defaults.py", "--datasets", "moons_noisy,sine_noisy", "--curve-datasets",
+    # A noisy set and the paper's banana (whose round trip is measured); the curve on the
+    # noisy moons only.
+    run_script("defaults.py", "--datasets", "moons_noisy,banana", "--curve-datasets",
                "moons_noisy", "--out", str(tmp_path), cwd=tmp_path)
     with open(tmp_path / "defaults_quick.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert {(r["dataset"], r["method"]) for r in rows} == {
-        (d, m) for d in ("moons_noisy", "sine_noisy") for m in ("default", "gmm", "kde", "zuko")}
+        (d, m) for d in ("moons_noisy", "banana") for m in ("default", "gmm", "kde", "zuko")}
     for row in rows:
         assert not row["status"].startswith("error"), row
         assert math.isfinite(float(row["test_ll"])) and float(row["fit_s"]) >= 0
+    round_trips = {r["dataset"]: r["round_trip"] for r in rows if r["method"] == "default"}
+    assert round_trips["moons_noisy"] == "" and 0 <= float(round_trips["banana"]) <= 1
     text = (tmp_path / "defaults_quick.md").read_text()
     assert "| moons_noisy | 300/300, D=2 |" in text and "default − GMM" in text
+    assert "## Round trips" in text and "| banana | 0 | 300 |" in text
     with open(tmp_path / "defaults_quick_curve.csv") as handle:
         families = {r["family"] for r in csv.DictReader(handle)}
     assert families == {"mlp", "nsf", "gmm"}

@@ -140,7 +140,8 @@ def test_log_scales_are_bounded_by_the_clamp():
     y, log_abs_det = flow(x)
     assert torch.isfinite(y).all()
     log_scale = log_abs_det - torch.linalg.slogdet(flow.weight)[1]
-    assert log_scale.abs().max() <= 0.5
+    # The clamp is exact; the difference of the two log-determinants is not (rounding).
+    assert log_scale.abs().max() <= 0.5 + 1e-12
     assert log_scale.abs().median() > 0.49  # saturated: the bound is reached
     torch.testing.assert_close(flow.inverse(y), x, rtol=0, atol=1e-8)
 
