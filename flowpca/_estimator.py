@@ -289,8 +289,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'auto' is 'exact' for the linear flow and 'adam' otherwise.
     max_iter : int or 'auto', default='auto'
         Maximum number of epochs for 'adam'. 'auto': for 'nsf' and 'maf', about 1 000
-        optimizer steps, within 50 to 250 epochs (250 at 2 000 points: 8 to 18 CPU
-        seconds on one loaded thread in 2-D and 3-D); for the others the paper's model's
+        optimizer steps, within 50 to 250 epochs (250 at 2 000 points: 8 to 15 CPU
+        seconds on one thread in 2-D and 3-D); for the others the paper's model's
         2000, chosen with its ``learning_rate_init`` and ``n_iter_no_change`` on the paper's S-curve
         (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``: the curled
         ends of the curve resolve only late, typically after 1 000 to 2 000 epochs).

@@ -561,8 +561,9 @@ class NSFFlow(ZukoFlow):
         >>> from flowpca.flows import NSFFlow
         >>> flow = NSFFlow(2, transforms=1, hidden_features=(8,), bins=4, seed=3)
         >>> config = flow.get_config()
-        >>> config
-        {'n_features': 2, 'transforms': 1, 'hidden_features': (8,), 'bins': 4, 'bound': 5.0, 'seed': 3}
+        >>> config == {"n_features": 2, "transforms": 1, "hidden_features": (8,), "bins": 4,
+        ...            "bound": 5.0, "seed": 3}
+        True
         >>> x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
         >>> torch.equal(NSFFlow(**config)(x)[0], flow(x)[0])
         True
