@@ -574,12 +574,11 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if injective:  # the latent coordinates' variances; the manifold's dimension is d
             variances = typical = np.var(self._latent_chunks(flow, Xc), axis=0)
         elif not flow.is_linear:
-            sample_rows = np.arange(n_samples)
-            if n_samples > _MAX_VARIANCE_POINTS:
-                sample_rows = np.sort(random_state.choice(n_samples, _MAX_VARIANCE_POINTS,
-                                                          replace=False))
-            variances, typical, sample_svds = self._mean_local_variances(
-                flow, Xc[sample_rows])
+            sample = Xc
+            if Xc.shape[0] > _MAX_VARIANCE_POINTS:
+                sample = Xc[np.sort(random_state.choice(Xc.shape[0], _MAX_VARIANCE_POINTS,
+                                                        replace=False))]
+            variances, typical = self._mean_local_variances(flow, sample)
         elif solver != "exact":  # the closed form's are exact, even for ill-conditioned W
             variances, directions = self._linear_decomposition(flow)
         if flow.is_linear:
@@ -601,7 +600,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             fitted["_reference_directions"] = directions[None, :n_components]
         elif not injective:
             points, field, point_components = self._reference_field(
-                flow, Xc, n_components, random_state, (sample_rows, sample_svds))
+                flow, Xc, n_components, random_state)
             if fitted["_component_map"] == "integrated":
                 point_components = _integration.integrate_reference_frame(
                     points, field, _orientation.reference_graph(points))
@@ -630,40 +629,22 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 np.mean(self._score_samples_centered(x_val))
                 - np.mean(baseline.score_samples(x_val)))
 
-    def _reference_field(self, flow, Xc, n_components, random_state, sample):
+    def _reference_field(self, flow, Xc, n_components, random_state):
         """Oriented local directions on a subsample of the training data (see
         :mod:`flowpca._orientation`), and the reference points' own components (each
-        point is its own nearest reference: matched and signed like its field).
-
-        ``sample`` is ``(rows, svds)`` of :meth:`_mean_local_variances`: where the
-        reference points can be those rows, their stored SVDs are used (no second
-        Jacobian per point)."""
+        point is its own nearest reference: matched and signed like its field)."""
         n_samples, n_features = Xc.shape
         budget = max(1, _REFERENCE_FLOATS // (n_components * n_features))
         m = min(n_samples, _MAX_REFERENCE_POINTS, budget)
+        rows = np.sort(random_state.choice(n_samples, m, replace=False)) if m < n_samples \
+            else np.arange(n_samples)
+        points = Xc[rows]
         n_candidates = min(n_features, n_components + _orientation.N_EXTRA_CANDIDATES)
         method = self._svd_method(n_features, n_candidates)
-        sample_rows, sample_svds = sample
-        if method == "full" and sample_svds is not None and m == len(sample_rows):
-            rows = sample_rows
-            chunks = [(x, svds) for x, svds in zip(
-                self._iter_tensor_chunks(Xc[rows], flow), sample_svds)]
-        else:
-            rows = np.sort(random_state.choice(n_samples, m, replace=False)) \
-                if m < n_samples else np.arange(n_samples)
-            chunks = [(x, None) for x in self._iter_tensor_chunks(Xc[rows], flow)]
-        points = Xc[rows]
         candidates, candidate_components, singular_values = [], [], []
-        for x, svds in chunks:
+        for x in self._iter_tensor_chunks(points, flow):
             with torch.no_grad() if method == "full" else _nullcontext():
-                if svds is None:
-                    s, Vh, y_hat = _jacobian.top_local_components(flow, x, n_candidates,
-                                                                  method)
-                else:
-                    U, s, Vh = (torch.as_tensor(a, device=x.device) for a in svds)
-                    k = n_candidates
-                    s, Vh = s[:, :k], Vh[:, :k]
-                    y_hat = _jacobian.unwhitened_components(U[..., :k], s, flow(x)[0])
+                s, Vh, y_hat = _jacobian.top_local_components(flow, x, n_candidates, method)
             candidates.append(_device.to_numpy(Vh))
             candidate_components.append(_device.to_numpy(y_hat))
             singular_values.append(_device.to_numpy(s))
@@ -937,21 +918,14 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         return np.concatenate(chunks)
 
     def _mean_local_variances(self, flow, Xc):
-        """Arithmetic and geometric means over ``Xc`` of the local variances, and the
-        per-chunk SVDs ``(U, s, Vh)`` (on the flow's device) where all of them fit in
-        :data:`_REFERENCE_FLOATS` floats, else None."""
-        n_samples, n_features = Xc.shape
-        keep = 2 * n_samples * n_features ** 2 <= _REFERENCE_FLOATS
-        total, log_total, svds = np.zeros(n_features), np.zeros(n_features), []
+        """Arithmetic and geometric means over ``Xc`` of the local variances."""
+        total, log_total = np.zeros(Xc.shape[1]), np.zeros(Xc.shape[1])
         for x in self._iter_tensor_chunks(Xc, flow):
             with torch.no_grad():
-                U, s, Vh = _jacobian.local_svd(flow, x)
+                s = _jacobian.local_svd(flow, x)[1]
             total += _device.to_numpy(s.pow(-2)).sum(axis=0)
             log_total += _device.to_numpy(-2 * s.log()).sum(axis=0)
-            if keep:
-                svds.append((U, s, Vh))
-        return (total / n_samples, np.exp(log_total / n_samples),
-                svds if keep else None)
+        return total / Xc.shape[0], np.exp(log_total / Xc.shape[0])
 
     def _resolve_n_components(self, ratio, n_features, intrinsic_dimension):
         if self.n_components is None:

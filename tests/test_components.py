@@ -255,16 +255,13 @@ def test_paper_s_curve_round_trip(s_curve_model):
     latent coordinate then decreases over about an eighth of the curve. There a training
     point can share its components with another point of the surface, which
     inverse_transform may return, or the solver stalls at the fold and restarts from
-    other reference points. Measured on all 2 000 training points (seeds 0 / 1): 96.2 /
-    96.95 % come back within 1e-4 (97.35 / 97.05 % with another random draw of the
-    reference points: the reference points now are the sample the mean local variances
-    are taken on), 99.95 / 99.95 % have exactly the requested components (1 point each
-    reported unconverged), and every returned point not reported as unconverged has
-    exactly the requested components. The 300 points tested here: 95.3 / 94.3 % (the
-    binomial standard error of a fraction of 0.97 over 300 points is 1 %; the bound sits
-    3 of them below)."""
+    other reference points. Measured on all 2 000 training points (seeds 0 / 1): 97.35 /
+    97.05 % come back within 1e-4, 99.95 / 99.95 % have exactly the requested components
+    (1 point each reported unconverged; without restarts 98.95 % and 96.35 % for seed 0),
+    and every returned point not reported as unconverged has exactly the requested
+    components."""
     model, X, _ = s_curve_model
-    _assert_round_trip(model, X[:300], min_fraction=0.93, min_converged=0.99)
+    _assert_round_trip(model, X[:300], min_fraction=0.95, min_converged=0.99)
 
 
 def test_structured_inverse_jacobian_products_match_the_generic_ones():
