@@ -36,7 +36,7 @@ def test_default_family_is_nsf_with_its_auto_values():
     assert model.get_params()["flow"] == "nsf"
     assert (model.n_layers_, model.learning_rate_, model.early_stopping_,
             model.penalty_estimator_, model.n_iter_no_change_) == (
-        3, "cosine", True, "hutchinson", 100)
+        3, "cosine", True, "hutchinson", 50)
     assert model.learning_rate_init_ == 1e-2
     assert model.batch_size_ == max(64, math.ceil(n_train / 4))
     assert model.max_iter_ == 3  # given values are kept
