@@ -133,3 +133,30 @@ def test_defaults_quick_writes_table_csv_and_figure(tmp_path):
         families = {r["family"] for r in csv.DictReader(handle)}
     assert families == {"mlp", "nsf", "gmm"}
     assert (tmp_path / "defaults_quick.png").stat().st_size > 0
+
+
+def test_intrinsic_dimension_quick_writes_its_tables(tmp_path):
+    run_script("intrinsic_dimension.py", "--out", str(tmp_path), "--cache",
+               str(tmp_path / "cache"), "--jobs", "1", cwd=tmp_path)
+    with open(tmp_path / "intrinsic_dimension_quick.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    # Four manifolds, each with the default estimator and the two other families.
+    assert len(rows) == 12 and {row["flow"] for row in rows} == {"default", "maf", "mlp"}
+    for row in rows:
+        assert 1 <= int(row["flowpca"]) <= int(row["D"])
+        assert 1 <= int(row["gap_0.6_min10"]) <= int(row["D"])
+        assert row["flowpca"] == row["gap_0.6_min10"]  # the package's constants
+    text = (tmp_path / "intrinsic_dimension_quick.md").read_text()
+    assert "## Choosing the rule (training half)" in text and "| helix | 1 | 3 | test |" in text
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 12  # a rerun reads them back
+
+
+def test_injective_quick_writes_its_tables(tmp_path):
+    run_script("injective.py", "--out", str(tmp_path), "--jobs", "1", cwd=tmp_path)
+    with open(tmp_path / "injective_quick.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["manifold"] for row in rows] == ["circle", "sphere"]
+    for row in rows:
+        assert row["status"] == "ok" and float(row["mean"]) >= 0
+        assert 0 <= float(row["within"]) <= 1
+    assert "## Per manifold" in (tmp_path / "injective_quick.md").read_text()

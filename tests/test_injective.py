@@ -126,6 +126,8 @@ def test_attributes_persistence_and_bad_input():
     assert model.transform(X).shape == (200, 2)
     assert model.inverse_transform(model.transform(X)).shape == (200, 3)
     assert model.off_manifold_distance(X).shape == (200,)
+    assert model.local_intrinsic_dimension(X[:7]).tolist() == [2] * 7
+    assert model.typical_local_variances_.shape == (2,)
     assert np.isfinite(model.gaussian_baseline_gain_)
     restored = pickle.loads(pickle.dumps(model))
     np.testing.assert_array_equal(restored.score_samples(X), model.score_samples(X))

@@ -1,4 +1,5 @@
-"""n_components='auto' and intrinsic_dimension_: components clearly above the alpha floor."""
+"""n_components='auto', intrinsic_dimension_ and local_intrinsic_dimension: the scale-free
+gap rule (default) and the absolute threshold rule."""
 
 import warnings
 
@@ -34,9 +35,36 @@ def test_rule_counts_variances_above_threshold_times_floor():
     assert intrinsic_dimension(variances, 1e-5, threshold=100) == 3
     assert intrinsic_dimension(variances, 1e-5, threshold=1e4) == 2
     assert intrinsic_dimension(variances, 1.0, threshold=2) == 1
-    assert intrinsic_dimension(np.full(3, 1e-5), 1e-5) == 0
+    assert intrinsic_dimension(np.full(3, 1e-5), 1e-5, threshold=100) == 0
     # No floor: relative to the largest variance.
-    assert intrinsic_dimension(np.array([1.0, 1e-3, 1e-15]), 0.0) == 2
+    assert intrinsic_dimension(np.array([1.0, 1e-3, 1e-15]), 0.0, threshold=100) == 2
+
+
+@pytest.mark.parametrize("variances, expected", [
+    ([4.0, 0.5, 1e-4], 2),             # gaps 2.1 and 8.5 (natural log): the surface
+    ([4.0, 1e-3, 1e-4], 1),            # gaps 8.3 and 2.3 < 0.6 x 8.3: a curve
+    ([4.0, 0.01, 1e-4], 2),            # gaps 6.0 and 4.6 >= 0.6 x 6.0: the later one
+    ([1.0, 0.5, 0.3, 0.2], 4),         # no gap reaches a factor of 10: full dimension
+    ([1.0, 1e-6, 1e-6, 1e-6, 1e-6], 1),
+    ([2.0], 1),
+    ([1.0, 0.0, 0.0], 1),              # exact zeros (clipped at 1e-12 x the largest)
+])
+def test_gap_rule_on_analytic_spectra(variances, expected):
+    assert intrinsic_dimension(variances, alpha=0.0) == expected
+    assert intrinsic_dimension(variances, alpha=0.5) == expected  # alpha plays no part
+
+
+@settings(max_examples=50, deadline=None)
+@given(log_variances=st.lists(st.floats(-20, 5), min_size=1, max_size=12),
+       log_scale=st.floats(-30, 30), seed=st.integers(0, 2**16))
+def test_gap_rule_is_scale_free_order_free_and_per_row(log_variances, log_scale, seed):
+    variances = np.exp(np.array(log_variances))
+    expected = intrinsic_dimension(variances, 0.0)
+    assert 1 <= expected <= variances.size
+    shuffled = np.random.RandomState(seed).permutation(variances)
+    assert intrinsic_dimension(shuffled * np.exp(log_scale), 0.0) == expected
+    rows = np.stack([variances, np.full(variances.size, 1.0), shuffled])
+    assert intrinsic_dimension(rows, 0.0).tolist() == [expected, variances.size, expected]
 
 
 @settings(max_examples=25, deadline=None)
@@ -123,3 +151,65 @@ def test_invalid_threshold_raises(threshold):
     X, _ = make_embedded_plane(50, random_state=0)
     with pytest.raises(ValueError, match="intrinsic_dimension_threshold"):
         NormalizingFlowPCA(flow="linear", intrinsic_dimension_threshold=threshold).fit(X)
+
+
+# ------------------------------------------------- the default estimator on untuned manifolds
+# Small versions of benchmarks/manifolds.py's suite (noise-free, 500 points): none of them
+# was used to choose the gap rule's constants (benchmarks/intrinsic_dimension.py chose
+# them on the other half of the suite: the helix, the torus and the 3-sphere are in its
+# test half; the sphere and the 3-ball in 10-D in its training half).
+def _helix(n, rng):
+    t = rng.uniform(0, 3 * np.pi, n)
+    return np.column_stack([np.cos(t), np.sin(t), t / 3])
+
+
+def _sphere(n, rng):
+    u = rng.normal(size=(n, 3))
+    return u / np.linalg.norm(u, axis=1, keepdims=True)
+
+
+def _torus(n, rng):
+    a, b = rng.uniform(0, 2 * np.pi, size=(2, n))
+    return np.column_stack([(1 + 0.4 * np.cos(b)) * np.cos(a),
+                            (1 + 0.4 * np.cos(b)) * np.sin(a), 0.4 * np.sin(b)])
+
+
+def _ball_in_10d(n, rng):
+    u = rng.normal(size=(n, 3))
+    u *= rng.uniform(size=(n, 1)) ** (1 / 3) / np.linalg.norm(u, axis=1, keepdims=True)
+    basis, _ = np.linalg.qr(rng.normal(size=(10, 3)))
+    return u @ basis.T
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("make, expected", [
+    (_helix, 1), (_sphere, 2), (_torus, 2), (_ball_in_10d, 3),
+], ids=["helix", "sphere-3d", "torus-3d", "ball-3d-in-10d"])
+def test_default_estimator_finds_the_dimension_of_untuned_manifolds(make, expected):
+    X = make(500, np.random.RandomState(0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = NormalizingFlowPCA(n_components="auto", random_state=0).fit(X)
+    assert model.intrinsic_dimension_ == model.n_components_ == expected
+    # The spectrum it was read from: the gap after the manifold's components is the
+    # widest one or at least 0.6 times it (the rule), and the attribute says so.
+    log_spectrum = np.log(model.typical_local_variances_)
+    gaps = log_spectrum[:-1] - log_spectrum[1:]
+    assert gaps[expected - 1] >= 0.6 * gaps.max()
+    # Point by point, the same answer on most of the data.
+    assert np.mean(model.local_intrinsic_dimension(X[:200]) == expected) >= 0.8
+
+
+def test_local_intrinsic_dimension_of_the_linear_flow_is_the_same_everywhere():
+    rng = np.random.RandomState(0)
+    X = rng.normal(size=(300, 4)) * [3.0, 1.0, 0.5, 1e-3]
+    model = NormalizingFlowPCA(flow="linear").fit(X)
+    local = model.local_intrinsic_dimension(X[:50])
+    assert local.shape == (50,) and local.dtype.kind == "i"
+    assert np.all(local == model.intrinsic_dimension_) and model.intrinsic_dimension_ == 3
+    absolute = NormalizingFlowPCA(flow="linear", alpha=1e-4,
+                                  intrinsic_dimension_threshold=100.0).fit(X)
+    assert absolute.intrinsic_dimension_ == 3
+    assert np.all(absolute.local_intrinsic_dimension(X[:5]) == 3)
+    with pytest.raises(ValueError, match="features"):
+        model.local_intrinsic_dimension(X[:5, :3])
