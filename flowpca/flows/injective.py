@@ -761,7 +761,8 @@ def build_injective(X, settings):
     Both MLPs use the 'leaky_softplus' nonlinearity (``settings.activation``, the 'mlp'
     flow's, is ignored): see :class:`InjectiveFlow`. ``settings.n_components`` is the
     latent dimension (None: ``D``). ``flow_params``
-    accepts ``latent_layers`` (2), ``noise_variance`` (None: ``alpha`` plus ``1e-3``
+    accepts ``latent_layers`` (3: the base flow's depth; 2 left samples in the base's
+    tails off the ends of a circle's arc), ``noise_variance`` (None: ``alpha`` plus ``1e-3``
     times the mean feature variance), ``volume`` ('exact') and ``n_probes`` (1); the
     body has ``n_layers`` hidden blocks.
 
@@ -793,7 +794,7 @@ def build_injective(X, settings):
     >>> flow.off_manifold_distance(X).shape
     torch.Size([20])
     """
-    params = settings.params("injective", {"latent_layers": 2, "noise_variance": None,
+    params = settings.params("injective", {"latent_layers": 3, "noise_variance": None,
                                            "volume": "exact", "n_probes": 1})
     n_features = X.shape[1]
     n_components = settings.n_components or n_features
