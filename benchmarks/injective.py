@@ -96,7 +96,7 @@ def report(rows, args, env, wall, names):
               f"fit: {N_SAMPLES}",
               f"- training half: {', '.join(n for n in names if n in manifolds.TRAINING_HALF)}",
               f"- test half: {', '.join(n for n in names if n in manifolds.TEST_HALF)}",
-              f"- settings: " + "; ".join(f"`{k}` {SETTINGS[k] or 'the package defaults'}"
+              "- settings: " + "; ".join(f"`{k}` {SETTINGS[k] or 'the package defaults'}"
                                           for k in args.settings),
               f"- total wall time: {wall:.0f} s", "",
               "Distances are divided by the manifold's diameter. mean / median / p90: of the "

@@ -28,7 +28,8 @@ on the 500-point cases of seed 0 for ``flow='maf'`` and ``flow='mlp'`` (the pape
 Writes ``intrinsic_dimension.md`` and ``intrinsic_dimension.csv`` under ``--out``
 (``benchmarks/results``); every fitted case is cached under ``--cache`` (default
 ``benchmarks/results/.cache/intrinsic_dimension``, not committed) so that the report can be
-rebuilt without refitting. ``--quick``: four manifolds (circle, helix, sphere, the 3-ball in
+rebuilt without refitting; a case's key is its data, flow and parameters only, so delete
+the cache after a change to how the package trains. ``--quick``: four manifolds (circle, helix, sphere, the 3-ball in
 10-D), 300 points, seed 0, no noise, 8 epochs, writes ``intrinsic_dimension_quick.*``.
 Without scikit-dimension installed (``pip install -c constraints-cpu.txt
 scikit-dimension``) its columns stay empty. Asserts nothing.
@@ -125,8 +126,7 @@ def candidate_rules(record, log_variances):
     typical = np.asarray(record["typical"])
     # The estimator's own rule, on the spectrum it read its intrinsic_dimension_ from
     # (the package's constants at report time: a cached case follows a change of rule).
-    out = {"flowpca": intrinsic_dimension(np.asarray(record["typical"]), record["alpha"],
-                                          record.get("threshold", "gap")),
+    out = {"flowpca": intrinsic_dimension(np.asarray(record["typical"]), record["alpha"]),
            "threshold_100": intrinsic_dimension(typical, record["alpha"], 100.0)}
     for fraction in GAP_FRACTIONS:
         for label, min_gap in MIN_GAPS.items():

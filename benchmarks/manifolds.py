@@ -34,8 +34,6 @@ _GRID_POINTS = {1: 20_000, 2: 600}  # per latent axis: 20 000 along curves, 600^
 
 def _isometry(d_from, d_to, seed):
     """A fixed random ``(d_from, d_to)`` matrix with orthonormal rows."""
-    if d_from == d_to:
-        return special_ortho_group.rvs(d_to, random_state=seed)
     return special_ortho_group.rvs(d_to, random_state=seed)[:d_from]
 
 
