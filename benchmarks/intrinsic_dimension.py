@@ -29,8 +29,9 @@ Writes ``intrinsic_dimension.md`` and ``intrinsic_dimension.csv`` under ``--out`
 (``benchmarks/results``); every fitted case is cached under ``--cache`` (default
 ``benchmarks/results/.cache/intrinsic_dimension``, not committed) so that the report can be
 rebuilt without refitting; a case's key is its data, flow and parameters only, so delete
-the cache after a change to how the package trains. ``--quick``: four manifolds (circle, helix, sphere, the 3-ball in
-10-D), 300 points, seed 0, no noise, 8 epochs, writes ``intrinsic_dimension_quick.*``.
+the cache after a change to how the package trains. ``--quick``: four manifolds (circle,
+helix, sphere, the 3-ball in 10-D), 300 points, seed 0, no noise, 8 epochs, writes
+``intrinsic_dimension_quick.*``.
 Without scikit-dimension installed (``pip install -c constraints-cpu.txt
 scikit-dimension``) its columns stay empty. Asserts nothing.
 

@@ -13,7 +13,6 @@ paper's sine wave (a 2-D sheet in 3-D), standardized, with a small flow and few 
 # The search
 # ----------
 import matplotlib.pyplot as plt
-import numpy as np
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler

@@ -2,7 +2,6 @@
 
 import math
 
-import torch
 
 
 def log_likelihood(flow, x):

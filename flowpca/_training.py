@@ -13,6 +13,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._objective import log_likelihood, penalized_nll
+from .exceptions import TrainingDivergedWarning
 from ._progress import EpochReporter
 
 # Adaptive schedule: divide the learning rate by this factor on a plateau, and stop once it
@@ -53,10 +54,6 @@ def cosine_learning_rate(step, n_steps, learning_rate_init):
         return learning_rate_init * (_WARMUP_START + (1 - _WARMUP_START) * step / warmup)
     progress = (step - warmup) / max(1, n_steps - 1 - warmup)
     return learning_rate_init * 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-
-class TrainingDivergedWarning(UserWarning):
-    """Training hit a non-finite loss or parameters; the last good weights were restored."""
 
 
 @dataclass

@@ -2,12 +2,14 @@
 
 from sklearn.exceptions import InconsistentVersionWarning as _SklearnInconsistentVersionWarning
 
-from ._training import TrainingDivergedWarning
-
 
 class DegenerateFitWarning(UserWarning):
     """The data do not support the fitted model: the likelihood is unbounded (e.g. data
     on a lower-dimensional subspace or manifold with ``alpha=0``)."""
+
+
+class TrainingDivergedWarning(UserWarning):
+    """Training hit a non-finite loss or parameters; the last good weights were restored."""
 
 
 class AmbiguousInverseWarning(UserWarning):

@@ -14,7 +14,7 @@ from flowpca import NormalizingFlowPCA
 from flowpca.datasets import make_curve_2d, make_embedded_plane
 from flowpca.exceptions import DegenerateFitWarning
 from flowpca.flows import BiLipschitzMLPFlow, MLPFlow
-from flowpca._training import TrainingDivergedWarning
+from flowpca.exceptions import TrainingDivergedWarning
 
 
 def _layer_singular_values(flow):

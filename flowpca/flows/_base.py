@@ -339,3 +339,18 @@ class Flow(nn.Module, abc.ABC):
         """
         y, log_abs_det = self.forward(x)
         return y, log_abs_det, self.frobenius_sq(x, method, n_probes, generator)
+
+
+def draw_seed(generator):
+    """A seed for a flow's private generator, drawn from the estimator's generator.
+
+    Parameters
+    ----------
+    generator : torch.Generator
+
+    Returns
+    -------
+    int
+        In ``[0, 2**31 - 1)``.
+    """
+    return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))

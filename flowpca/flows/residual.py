@@ -16,7 +16,7 @@ from torch import nn
 
 from .. import _linalg
 from . import _spectral
-from ._base import Flow
+from ._base import Flow, draw_seed
 
 # Rows per chunk of the exact log-determinant at evaluation: at most this many floats in
 # the per-row Jacobians of one block.
@@ -671,21 +671,6 @@ def residual_params(family, settings, extra_defaults=None):
                              f"{value!r}.")
         params[name] = float(value)
     return params
-
-
-def draw_seed(generator):
-    """A seed for a flow's private generator, drawn from the estimator's generator.
-
-    Parameters
-    ----------
-    generator : torch.Generator
-
-    Returns
-    -------
-    int
-        In ``[0, 2**31 - 1)``.
-    """
-    return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
 
 
 def build_residual(X, settings):

@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ._base import Flow
+from ._base import Flow, draw_seed
 
 _INSTALL_HINT = ('zuko is required for the flows of the zuko family (flow=\'nsf\', the '
                  'default, and \'maf\'); install it with: pip install zuko')
@@ -643,10 +643,6 @@ class MAFFlow(ZukoFlow):
                 "hidden_features": self.hidden_features, "seed": self.seed}
 
 
-def _seed(generator):
-    return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
-
-
 def build_nsf(X, settings):
     """``flow='nsf'``: :class:`NSFFlow` standardized on ``X``.
 
@@ -705,7 +701,7 @@ def build_nsf(X, settings):
     params = settings.params("nsf", {"hidden_features": (64, 64), "bins": 8, "bound": 5.0})
     flow = NSFFlow(X.shape[1], transforms=settings.n_layers,
                    hidden_features=params["hidden_features"], bins=params["bins"],
-                   bound=params["bound"], seed=_seed(settings.generator))
+                   bound=params["bound"], seed=draw_seed(settings.generator))
     # Every training point inside 90 % of the splines' domain: a feature with far tails
     # (the banana's ``x2`` reaches 10 standard deviations) would otherwise pass through
     # every layer unchanged out there. Measured (seeds 0-2, 2 000 points): the banana's
@@ -751,5 +747,5 @@ def build_maf(X, settings):
     """
     params = settings.params("maf", {"hidden_features": (64, 64)})
     flow = MAFFlow(X.shape[1], transforms=settings.n_layers,
-                   hidden_features=params["hidden_features"], seed=_seed(settings.generator))
+                   hidden_features=params["hidden_features"], seed=draw_seed(settings.generator))
     return flow.to(X.device, X.dtype).standardize_for(X, settings.alpha)
