@@ -14,7 +14,7 @@ seeds 0, 1, 2: 324 cases. Per case:
   defaults on the same points (``dimension_`` rounded to the nearest integer for the
   exact match; the absolute error uses the unrounded value);
 - candidate rules, for choosing the package's rule: the gap rule
-  (:func:`flowpca._diagnostics.spectral_gap_dimension`) with gap fractions 1, 0.8, 0.6,
+  (:func:`flowpca.components._dimension.spectral_gap_dimension`) with gap fractions 1, 0.8, 0.6,
   0.5, 0.4 and smallest gaps (below which the answer is the full dimension) of a factor
   10, 5, 3, 2 in variance on ``typical_local_variances_``, the same fractions as the
   median of the per-point answers on the local variances of (up to) 500 training points,
@@ -56,8 +56,8 @@ from _report import (environment, header_lines, limited_threads,  # noqa: E402
                      markdown_table, write_csv)
 
 from flowpca import NormalizingFlowPCA  # noqa: E402
-import flowpca._diagnostics as diagnostics  # noqa: E402
-from flowpca._diagnostics import intrinsic_dimension, spectral_gap_dimension  # noqa: E402,E501
+import flowpca.components._dimension as diagnostics  # noqa: E402
+from flowpca.components._dimension import intrinsic_dimension, spectral_gap_dimension  # noqa: E402,E501
 
 RESULTS = Path(__file__).parent / "results"
 NOISES = (0.0, 0.01, 0.03)

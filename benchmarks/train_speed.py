@@ -3,7 +3,7 @@
 One step is the forward pass of the penalized objective and its backward pass (no
 optimizer update). Three implementations of the same flow are timed in the same run:
 
-- ours: :func:`flowpca._objective.penalized_nll` on :class:`flowpca.flows.MLPFlow`, i.e.
+- ours: :func:`flowpca.density.penalized_nll` on :class:`flowpca.flows.MLPFlow`, i.e.
   one ``slogdet`` per layer and the Frobenius penalty pushed alongside the forward pass
   (exact: the identity; Hutchinson: one probe);
 - naive: per-sample Jacobians from ``torch.func.vmap(torch.func.jacrev(f))``, their
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from flowpca import _linalg
-from flowpca._objective import penalized_nll
+from flowpca.density import penalized_nll
 from flowpca.flows import MLPFlow
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")

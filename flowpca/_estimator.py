@@ -1,114 +1,32 @@
-"""NormalizingFlowPCA: principal components and a density from a normalizing flow."""
+"""NormalizingFlowPCA: principal components and a density from a normalizing flow.
 
-import copy
-import dataclasses
-from contextlib import nullcontext as _nullcontext
-import math
-import warnings
+The estimator holds the parameters, decides the model once in :meth:`fit` and delegates:
+the density (data checks, the closed form, training, scoring, sampling) to
+:mod:`flowpca.density`; the components (transform, inverse, local geometry) to the
+component map of :mod:`flowpca.components` chosen at fit; the families and their
+defaults to :mod:`flowpca.flows`.
+"""
+
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.linalg
 import torch
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.utils import check_array, check_random_state, metadata_routing
 from sklearn.utils._param_validation import Interval, RealNotInt, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 
-from . import _device, _integration, _inverse, _jacobian, _orientation, _persistence
-from ._diagnostics import gaussian_baseline, intrinsic_dimension
-from ._objective import log_likelihood
-from ._training import TrainingOptions, train_flow
+from . import _device, _persistence, density
+from ._chunks import LazilyCentered, flow_device_dtype
 from ._version import __version__
-from .exceptions import AmbiguousInverseWarning, DegenerateFitWarning
-from .flows import Flow, LinearFlow
+from .components import component_map_from_legacy_state, component_map_from_state, \
+    intrinsic_dimension, make_component_map
+from .flows import Flow
 from .flows._families import (AUTO_PARAMETERS, FAMILY_DEFAULTS, INSTANCE_DEFAULTS,
-                              FlowSettings, build_flow, family_names, resolve_defaults)
+                              FlowSettings, family_names, resolve_defaults)
 
 # Fitted attributes that only gradient-trained models have.
 _SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_", "alpha_scores_")
-
-# alpha='auto' by held-out likelihood (zuko's families): every grid value after the first
-# fine-tunes a copy of the fitted flow for this fraction of its epochs (at least
-# _ALPHA_FINE_TUNE_MIN_EPOCHS), from this fraction of its initial learning rate.
-_ALPHA_FINE_TUNE_FRACTION = 0.05
-_ALPHA_FINE_TUNE_MIN_EPOCHS = 5
-_ALPHA_FINE_TUNE_LEARNING_RATE = 0.1
-
-# Largest dimension for which inverse_transform retries the points the quasi-Newton stage
-# leaves unconverged by Levenberg-Marquardt with a finite-difference Jacobian (2 D
-# component evaluations per iteration). Measured (MLP flows): at D = 3 it rescues 44 of
-# the 47 S-curve points left of 300; at D = 64 (digits) it rescued none of 7 and cost
-# 8-50 s per point.
-_LM_MAX_FEATURES = 16
-# With all components given, inverse_transform restarts an unconverged point from this many
-# further reference points (one for more than _LM_MAX_FEATURES features, where every solve
-# costs more).
-_INVERSE_RESTARTS = 8
-
-# Median ratio of the smallest local variance to the global variance in that direction
-# below which an unconverged alpha=0 fit is reported as collapsing.
-_COLLAPSE_RATIO = 1e-3
-
-# Mean local variances (explained_variance_, intrinsic_dimension_) of a nonlinear flow:
-# over at most this many training points, drawn at random (one Jacobian SVD each; their
-# standard error is well below the 100x threshold that separates components from the
-# floor).
-_MAX_VARIANCE_POINTS = 1000
-
-# Reference field for component signs: at most this many training points, and at most
-# this many stored floats (points x components x features).
-_MAX_REFERENCE_POINTS = 1000
-_REFERENCE_FLOATS = 20_000_000
-
-# svd_solver='auto' goes matrix-free from this many features when at most
-# 1/_RANDOMIZED_MIN_RATIO of them are needed. Measured (1 thread, 8 layers, k=7):
-# full/randomized time 0.4 at D=64, 0.8 at D=256, 1.5 at D=784.
-_RANDOMIZED_MIN_FEATURES = 512
-_RANDOMIZED_MIN_RATIO = 16
-
-# inverse_transform (all components given, at most _LM_MAX_FEATURES features) checks each
-# solution for a second preimage: one more solve from the reference point farthest (in data
-# space) from the solution among this many nearest the target in component space. Two
-# solutions count as distinct beyond this distance relative to the data's scale.
-_PREIMAGE_CHECK_STARTS = 4
-_PREIMAGE_RTOL = 1e-4
-
-# Redraw rounds for samples whose inverse overflows.
-_MAX_REDRAWS = 100
-
-# Relative size below which a covariance eigenvalue counts as zero.
-_SINGULAR_RTOL = 1e-12
-
-# Working memory per row and feature of a forward pass with the log-determinant (and of
-# the inverse), for chunking by scikit-learn's working_memory: measured 12 float64
-# temporaries of shape (rows, features) for the MLP flow, whatever its depth; 16 for margin.
-_FORWARD_BYTES_PER_FEATURE = 16 * 8
-
-
-def _flip_rows(Vt):
-    """PCA's sign rule (``svd_flip(..., u_based_decision=False)``): in each row the entry
-    of largest magnitude is positive."""
-    largest = np.argmax(np.abs(Vt), axis=1)
-    signs = np.sign(Vt[np.arange(Vt.shape[0]), largest])
-    signs[signs == 0] = 1.0
-    return Vt * signs[:, None]
-
-
-def _exact_linear_solution(Xc, alpha):
-    """Eigendecomposition of ``Sigma_hat + alpha I`` via the SVD of the centered data.
-
-    Returns the variances (descending) and the orthonormal directions (rows, PCA signs).
-    """
-    n_samples, n_features = Xc.shape
-    _, s, Vt = scipy.linalg.svd(Xc, full_matrices=False)
-    variances = s**2 / n_samples
-    if Vt.shape[0] < n_features:
-        complement = scipy.linalg.null_space(Vt).T
-        Vt = np.vstack([Vt, complement])
-        variances = np.concatenate([variances, np.zeros(complement.shape[0])])
-    return variances + alpha, _flip_rows(Vt)
 
 
 def _n_components_from_ratio(ratio, fraction):
@@ -116,42 +34,6 @@ def _n_components_from_ratio(ratio, fraction):
     rule)."""
     cumulative = np.cumsum(ratio)
     return int(min(np.searchsorted(cumulative, fraction, side="right") + 1, ratio.size))
-
-
-def _center(X, dtype):
-    """The mean of ``X`` and ``X - mean``; a ValueError when a model in ``dtype`` cannot
-    represent the data's second moments: the sum of all ``(X - mean)**2`` must stay below
-    the largest float by a factor ``1/eps``, the headroom that the flow's own products
-    (local variances ``s**-2``, their sums) need."""
-    n_samples, n_features = X.shape
-    with np.errstate(over="ignore", invalid="ignore"):
-        mean = X.mean(axis=0)
-        # One correction pass (the corrected two-pass algorithm): the rounding error of
-        # the mean no longer shows up as spread, e.g. constant features center to 0.
-        mean = mean + (X - mean).mean(axis=0)
-        Xc = X - mean
-        largest = float(np.max(np.abs(Xc))) if Xc.size else 0.0
-    finfo = torch.finfo(dtype)
-    limit = math.sqrt(finfo.max * finfo.eps / (n_samples * n_features))
-    if not (np.isfinite(mean).all() and largest <= limit):  # False for NaN too
-        raise ValueError(
-            f"The values of X are too large for a {str(dtype).replace('torch.', '')} "
-            f"model: sums of squared deviations from the mean would overflow (largest "
-            f"|X - mean| = {largest:.3g}; at most {limit:.3g} for {n_samples} x "
-            f"{n_features} data). Rescale X, e.g. with sklearn.preprocessing.StandardScaler.")
-    return mean, Xc
-
-
-class _LazilyCentered:
-    """``X - mean`` row block by row block, so that inference never holds a centered
-    copy of the whole input."""
-
-    def __init__(self, X, mean):
-        self.X, self.mean = X, mean
-        self.shape = X.shape
-
-    def __getitem__(self, rows):
-        return self.X[rows].astype(np.float64, copy=False) - self.mean
 
 
 class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
@@ -273,7 +155,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'integrated' is the coordinate whose gradient is the tracked local frame,
         ``dc = V(x)^T dx``, integrated by least squares over a neighbour graph of
         reference training points and extended to new points from the nearest of them
-        (see :mod:`flowpca._integration`): it follows the local directions wherever the
+        (see :mod:`flowpca.components._integration`): it follows the local directions wherever the
         flow bends the manifold's image, as spline and autoregressive flows do. 'auto'
         is 'integrated' for zuko's flows ('nsf', 'maf' or a zuko flow instance) and
         'projected' for the others. Both equal PCA's transform for the linear flow;
@@ -342,7 +224,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     intrinsic_dimension_threshold : 'gap' or float, default='gap'
         How ``intrinsic_dimension_`` (and ``n_components='auto'``) separates the
         manifold's components from the noise, from the typical local variances (see
-        :func:`flowpca._diagnostics.intrinsic_dimension`). 'gap': scale-free, the
+        :func:`flowpca.components.intrinsic_dimension`). 'gap': scale-free, the
         manifold ends at the last gap of the log-variance spectrum at least 0.6 times
         its largest gap (the full dimension when no gap reaches a factor of 10); chosen
         on half of a suite of 18 sets of known dimension and checked on the other
@@ -562,133 +444,113 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         dtype = _device.resolve_dtype(self.dtype, device)
         random_state = check_random_state(self.random_state)
         settings = self._resolve_auto(n_samples, n_features, solver)
-        alpha = settings["alpha"]
 
-        mean, Xc = _center(X, dtype)
-        fitted = {"n_iter_": 1}  # the closed-form solve counts as one iteration
+        # The density.
+        mean, Xc = density.center(X, dtype)
+        exact = None
         if solver == "exact":
             if self.flow_params:
-                FlowSettings(alpha, 0, flow_params=self.flow_params).params("linear", {})
-            variances, directions = _exact_linear_solution(Xc, alpha)
-            self._check_nonsingular(variances, dtype, alpha)
-            weight = directions / np.sqrt(variances)[:, None]
-            flow = LinearFlow(n_features, torch.as_tensor(weight)).to(device, dtype)
+                FlowSettings(settings["alpha"], 0, flow_params=self.flow_params).params(
+                    "linear", {})
+            flow, exact = density.fit_linear(Xc, settings["alpha"], dtype)
+            flow = flow.to(device, dtype)
+            fitted, x_train, x_val = {"n_iter_": 1}, Xc, None  # one closed-form step
         else:
-            if alpha == 0 and isinstance(self.flow, str) and (
-                    self.flow == "realnvp" or self.flow == "mlp"
-                    and (self.flow_params or {}).get("lipschitz") is None):
-                # MLP and RealNVP start from the whitening (Sigma + alpha I)^-1/2 (from_data).
-                self._check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / n_samples), dtype,
-                                        alpha)
-            self._check_variance_range(Xc, dtype, alpha)
-            flow, fitted = self._train(Xc, device, dtype, random_state, settings)
-            settings["alpha"] = alpha = fitted.pop("_alpha")
-        x_train, x_val = fitted.pop("_split", (Xc, None))
-        fitted.update({f"{name}_": settings[name] for name in AUTO_PARAMETERS})
-        self._check_finite_scores(flow, Xc)
-        injective = getattr(flow, "is_injective", False)
-        if injective:  # the latent coordinates' variances; the manifold's dimension is d
-            variances = typical = np.var(self._latent_chunks(flow, Xc), axis=0)
-        elif not flow.is_linear:
-            sample = Xc
-            if Xc.shape[0] > _MAX_VARIANCE_POINTS:
-                sample = Xc[np.sort(random_state.choice(Xc.shape[0], _MAX_VARIANCE_POINTS,
-                                                        replace=False))]
-            variances, typical = self._mean_local_variances(flow, sample)
-        elif solver != "exact":  # the closed form's are exact, even for ill-conditioned W
-            variances, directions = self._linear_decomposition(flow)
-        if flow.is_linear:
-            typical = variances  # the same at every point
-        fitted["typical_local_variances_"] = typical
-        fitted["intrinsic_dimension_"] = flow.n_components if injective else \
+            flow, fitted, (x_train, x_val) = self._fit_gradient(Xc, device, dtype,
+                                                                random_state, settings)
+        density.check_finite_scores(flow, Xc)
+        alpha = settings["alpha"]
+
+        # The components, by the map the flow's traits choose.
+        component_map = make_component_map(flow, self.component_map, self.svd_solver, exact)
+        variances, typical = component_map.mean_variances(flow, Xc, random_state)
+        dimension = flow.n_components if flow.is_injective else \
             intrinsic_dimension(typical, alpha, self.intrinsic_dimension_threshold)
         ratio = variances / variances.sum()
-        n_components = flow.n_components if injective else self._resolve_n_components(
-            ratio, n_features, fitted["intrinsic_dimension_"])
+        n_components = flow.n_components if flow.is_injective else \
+            self._resolve_n_components(ratio, n_features, dimension)
+        component_map.fit(flow, Xc, n_components, random_state)
+
+        for name in _SOLVER_ATTRIBUTES + ("components_",):
+            self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
+        fitted.update({f"{name}_": settings[name] for name in AUTO_PARAMETERS},
+                      **component_map.fitted_attributes())
         fitted.update(
             mean_=mean, flow_=flow.requires_grad_(False).eval(), n_components_=n_components,
             explained_variance_=variances[:n_components],
             explained_variance_ratio_=ratio[:n_components],
-        )
-        fitted["_component_map"] = self._resolve_component_map(flow)
-        if flow.is_linear:
-            fitted["components_"] = directions[:n_components]
-            fitted["_reference_points"] = np.zeros((1, n_features))
-            fitted["_reference_directions"] = directions[None, :n_components]
-        elif not injective:
-            points, field, point_components = self._reference_field(
-                flow, Xc, n_components, random_state)
-            if fitted["_component_map"] == "integrated":
-                point_components = _integration.integrate_reference_frame(
-                    points, field, _orientation.reference_graph(points))
-            (fitted["_reference_points"], fitted["_reference_directions"],
-             fitted["_reference_point_components"]) = points, field, point_components
-        for name in _SOLVER_ATTRIBUTES + ("components_", "_reference_point_components",
-                                          "_reference_points", "_reference_directions"):
-            self.__dict__.pop(name, None)  # left over from a fit with another solver/flow
+            typical_local_variances_=typical, intrinsic_dimension_=dimension,
+            _component_map=component_map)
         for name, value in fitted.items():
             setattr(self, name, value)
         self._set_baseline_gains(x_train, x_val)
 
+    def _fit_gradient(self, Xc, device, dtype, random_state, settings):
+        """Gradient training with the resolved ``settings`` (``settings['alpha']`` is set
+        to the chosen value); returns the flow (in ``dtype``, whatever dtype it trained
+        in), the solver's fitted attributes and the split ``(x_train, x_val)``."""
+        alpha = settings["alpha"]
+        if alpha == 0 and isinstance(self.flow, str) and (
+                self.flow == "realnvp" or self.flow == "mlp"
+                and (self.flow_params or {}).get("lipschitz") is None):
+            # MLP and RealNVP start from the whitening (Sigma + alpha I)^-1/2 (from_data).
+            density.check_nonsingular(np.linalg.eigvalsh(Xc.T @ Xc / Xc.shape[0]), dtype,
+                                      alpha)
+        density.check_variance_range(Xc, dtype, alpha)
+        generator = _device.make_generator(_device.seed_from(random_state), device)
+        x_train, x_val = Xc, None
+        if settings["early_stopping"]:
+            x_train, x_val = density.split_validation(
+                Xc, self._n_validation(Xc.shape[0]), random_state)
+        # Train in the family's dtype where the model's was left to 'auto' on the CPU
+        # (zuko's flows: float32, as the plain zuko loop they were measured against);
+        # the fitted flow is cast back.
+        train_dtype = dtype
+        if (settings["training_dtype"] is not None and self.dtype == "auto"
+                and device.type == "cpu"):
+            train_dtype = getattr(torch, settings["training_dtype"])
+        alphas = [alpha]
+        if not isinstance(alpha, Real):  # ('validation', grid): fine-tune on each value
+            scale = float(np.mean(np.var(x_train, axis=0)))
+            alphas = [float(value) * scale for value in alpha[1]]
+        flow = density.make_flow(
+            self.flow, x_train, device, train_dtype, generator, floor=max(alphas),
+            n_layers=settings["n_layers"], activation=self.activation,
+            flow_params=self.flow_params, n_components=self._latent_dimension(x_train))
+        options = density.TrainingOptions(
+            alpha=alphas[0], penalty=settings["penalty_estimator"],
+            max_iter=settings["max_iter"], batch_size=settings["batch_size"],
+            learning_rate_init=settings["learning_rate_init"],
+            learning_rate=settings["learning_rate"], tol=self.tol,
+            n_iter_no_change=settings["n_iter_no_change"],
+            max_grad_norm=settings["max_grad_norm"], verbose=self.verbose)
+        flow, result, chosen, alpha_scores = density.train(flow, x_train, x_val, options,
+                                                           alphas, generator)
+        flow = flow.to(device, dtype)
+        settings["alpha"] = chosen
+        if chosen == 0 and not flow.is_injective and (
+                flow.is_linear or not result.converged):  # a converged fit has settled
+            density.warn_if_unbounded(flow, Xc, result.converged)
+        return flow, {
+            "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
+            "validation_scores_": result.validation_scores if x_val is not None else None,
+            "alpha_scores_": alpha_scores}, (x_train, x_val)
+
     def _set_baseline_gains(self, x_train, x_val):
         """``gaussian_baseline_score_`` and the gains over it (see
-        :mod:`flowpca._diagnostics`), on the centered training and held-out data."""
+        :mod:`flowpca.density`), on the centered training and held-out data."""
         # An injective flow's score is a density on its d-dimensional manifold: its
         # baseline is the Gaussian on the d leading principal axes.
-        baseline = gaussian_baseline(x_train, self.alpha_, self.n_components_ if getattr(
-            self.flow_, "is_injective", False) else None)
+        baseline = density.GaussianBaseline(
+            x_train, self.alpha_, self.n_components_ if self.flow_.is_injective else None)
         self.gaussian_baseline_score_ = baseline.training_score()
         with np.errstate(invalid="ignore"):  # inf - inf: both unbounded
             self.gaussian_baseline_gain_ = float(
-                np.mean(self._score_samples_centered(x_train))
+                np.mean(density.score_samples(self.flow_, x_train))
                 - self.gaussian_baseline_score_)
             self.validation_gaussian_baseline_gain_ = None if x_val is None else float(
-                np.mean(self._score_samples_centered(x_val))
+                np.mean(density.score_samples(self.flow_, x_val))
                 - np.mean(baseline.score_samples(x_val)))
-
-    def _reference_field(self, flow, Xc, n_components, random_state):
-        """Oriented local directions on a subsample of the training data (see
-        :mod:`flowpca._orientation`), and the reference points' own components (each
-        point is its own nearest reference: matched and signed like its field)."""
-        n_samples, n_features = Xc.shape
-        budget = max(1, _REFERENCE_FLOATS // (n_components * n_features))
-        m = min(n_samples, _MAX_REFERENCE_POINTS, budget)
-        rows = np.sort(random_state.choice(n_samples, m, replace=False)) if m < n_samples \
-            else np.arange(n_samples)
-        points = Xc[rows]
-        n_candidates = min(n_features, n_components + _orientation.N_EXTRA_CANDIDATES)
-        method = self._svd_method(n_features, n_candidates)
-        candidates, candidate_components, singular_values = [], [], []
-        for x in self._iter_tensor_chunks(points, flow):
-            with torch.no_grad() if method == "full" else _nullcontext():
-                s, Vh, y_hat = _jacobian.top_local_components(flow, x, n_candidates, method)
-            candidates.append(_device.to_numpy(Vh))
-            candidate_components.append(_device.to_numpy(y_hat))
-            singular_values.append(_device.to_numpy(s))
-        candidates = np.concatenate(candidates)
-        field = _orientation.track_reference_field(
-            points, candidates, n_components,
-            variances=np.concatenate(singular_values) ** -2.0)
-        index, signs = _orientation.match_to_reference(torch.as_tensor(candidates),
-                                                       torch.as_tensor(field))
-        components = torch.as_tensor(np.concatenate(candidate_components)).gather(1, index)
-        return points, field, _device.to_numpy(components * signs)
-
-    def _resolve_component_map(self, flow):
-        if flow.is_linear or getattr(flow, "is_injective", False):
-            return "projected"  # both maps are PCA's; an injective flow's is its latent
-        if self.component_map != "auto":
-            return self.component_map
-        from .flows.zuko import ZukoFlow  # imports zuko only when it is used
-
-        return "integrated" if isinstance(flow, ZukoFlow) else "projected"
-
-    def _svd_method(self, n_features, n_components):
-        if self.svd_solver != "auto":
-            return self.svd_solver
-        large = (n_features >= _RANDOMIZED_MIN_FEATURES
-                 and n_components * _RANDOMIZED_MIN_RATIO <= n_features)
-        return "randomized" if large else "full"
 
     def _resolve_solver(self):
         is_linear = isinstance(self.flow, str) and self.flow == "linear" or (
@@ -726,192 +588,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             raise ValueError("validation_fraction leaves no training samples.")
         return n_val
 
-    def _check_nonsingular(self, variances, dtype, alpha):
-        if alpha > 0:
-            return  # the floor alpha keeps every variance positive, whatever the scales
-        rank = int(np.sum(variances > _SINGULAR_RTOL * variances.max()))
-        if rank < variances.size:
-            raise ValueError(
-                f"The covariance of X is singular (rank {rank} < n_features="
-                f"{variances.size}), so the maximum-likelihood flow does not exist with "
-                "alpha=0. Set alpha > 0 (a variance floor) or reduce the features.")
-        # The flow's Jacobian scales like variance**-1/2: its square needs the headroom.
-        finfo = torch.finfo(dtype)
-        smallest = 1.0 / (finfo.max * finfo.eps)
-        if variances.min() < smallest:
-            raise ValueError(
-                f"The values of X are too small for a {str(dtype).replace('torch.', '')} "
-                f"model with alpha=0: the smallest variance is {variances.min():.3g}, below "
-                f"{smallest:.3g}. Rescale X (e.g. with sklearn.preprocessing.StandardScaler) "
-                "or set alpha > 0 (a variance floor).")
-
-    def _check_variance_range(self, Xc, dtype, alpha):
-        """A trained flow's local variances come from the SVD of its Jacobian, which
-        resolves singular values down to ``eps`` times the largest: variances (with the
-        floor alpha) spanning more than ``1 / eps**2`` cannot be represented."""
-        if not isinstance(alpha, Real):  # chosen by validation from a grid including 0
-            return
-        if alpha == 0:
-            return  # singular covariances: _check_nonsingular or DegenerateFitWarning
-        limit = 1.0 / torch.finfo(dtype).eps ** 2
-        n_samples = Xc.shape[0]
-        total = float(np.einsum("ij,ij->", Xc, Xc)) / n_samples  # >= largest variance
-        if (total + alpha) / alpha <= limit:
-            return
-        variances = np.linalg.eigvalsh(Xc.T @ Xc / n_samples)
-        largest = variances.max()
-        # Eigenvalues below ~eps * largest are zero within their rounding error.
-        smallest = variances.min()
-        if smallest <= variances.size * np.finfo(float).eps * largest:
-            smallest = 0.0
-        with np.errstate(over="ignore"):
-            ratio = (largest + alpha) / (smallest + alpha)
-        if ratio > limit:
-            raise ValueError(
-                f"The variances of X span too wide a range for a "
-                f"{str(dtype).replace('torch.', '')} flow trained by gradient descent: the "
-                f"largest is {ratio:.3g} times the smallest (floored at alpha={alpha:g}"
-                f"), more than 1/eps**2 = {limit:.3g}. Rescale X (e.g. with "
-                "sklearn.preprocessing.StandardScaler), increase alpha, or use "
-                "flow='linear' with the exact solver.")
-
-    def _make_flow(self, Xc, device, dtype, generator, settings, floor):
-        """The initial flow for centered ``Xc``; ``floor`` is the variance floor of the
-        initializations that whiten or standardize the data."""
-        if not isinstance(self.flow, (str, Flow)):  # a zuko flow, wrapped on a copy
-            from .flows.zuko import ZukoFlow
-
-            flow = ZukoFlow(copy.deepcopy(self.flow)).to(device, dtype)
-            if flow.n_features != Xc.shape[1]:
-                raise ValueError(f"The flow acts on {flow.n_features} features but X "
-                                 f"has {Xc.shape[1]} features.")
-            return flow.standardize_for(_device.to_tensor(Xc, device, dtype), floor)
-        if isinstance(self.flow, Flow):
-            if self.flow.n_features != Xc.shape[1]:
-                raise ValueError(f"The flow acts on {self.flow.n_features} features but X "
-                                 f"has {Xc.shape[1]} features.")
-            return copy.deepcopy(self.flow).to(device, dtype)
-        flow_settings = FlowSettings(alpha=floor, n_layers=settings["n_layers"],
-                                     activation=self.activation,
-                                     flow_params=dict(self.flow_params or {}),
-                                     generator=generator,
-                                     n_components=self._latent_dimension(Xc))
-        return build_flow(self.flow, _device.to_tensor(Xc, device, dtype), flow_settings)
-
-    def _train(self, Xc, device, dtype, random_state, settings):
-        """Gradient training with the resolved ``settings``; returns the flow (in
-        ``dtype``, whatever dtype it trained in) and the solver's fitted attributes, with
-        the chosen ``alpha`` under ``'_alpha'`` and the split under ``'_split'``."""
-        generator = _device.make_generator(_device.seed_from(random_state), device)
-        x_train, x_val = Xc, None
-        if settings["early_stopping"]:
-            n_val = self._n_validation(Xc.shape[0])
-            order = random_state.permutation(Xc.shape[0])
-            x_val, x_train = Xc[order[:n_val]], Xc[order[n_val:]]
-        # Train in the family's dtype where the model's was left to 'auto' on the CPU
-        # (zuko's flows: float32, as the plain zuko loop they were measured against);
-        # the fitted flow is cast back.
-        train_dtype = dtype
-        if (settings["training_dtype"] is not None and self.dtype == "auto"
-                and device.type == "cpu"):
-            train_dtype = getattr(torch, settings["training_dtype"])
-        alpha = settings["alpha"]
-        alphas = [alpha]
-        if not isinstance(alpha, Real):  # ('validation', grid): fine-tune on each value
-            scale = float(np.mean(np.var(x_train, axis=0)))
-            alphas = [float(value) * scale for value in alpha[1]]
-        flow = self._make_flow(x_train, device, train_dtype, generator, settings,
-                               floor=max(alphas))
-        options = TrainingOptions(
-            alpha=alphas[0], penalty=settings["penalty_estimator"],
-            max_iter=settings["max_iter"], batch_size=settings["batch_size"],
-            learning_rate_init=settings["learning_rate_init"],
-            learning_rate=settings["learning_rate"], tol=self.tol,
-            n_iter_no_change=settings["n_iter_no_change"],
-            max_grad_norm=settings["max_grad_norm"], verbose=self.verbose)
-        x_train_t = _device.to_tensor(x_train, device, train_dtype)
-        x_val_t = None if x_val is None else _device.to_tensor(x_val, device, train_dtype)
-        result = train_flow(flow, x_train_t, options, generator, x_val_t)
-        chosen, alpha_scores = alphas[0], None
-        # Without held-out data (early_stopping=False) the grid's first value is kept.
-        if len(alphas) > 1 and x_val is not None and not (result.diverged
-                                                          or result.interrupted):
-            flow, chosen, alpha_scores = self._choose_alpha(
-                flow, result, alphas, options, (x_train_t, x_val_t, generator))
-        flow.finalize_training()
-        flow = flow.to(device, dtype)
-        if chosen == 0 and not getattr(flow, "is_injective", False) and (
-                flow.is_linear or not result.converged):  # a converged fit has settled
-            self._warn_if_unbounded(flow, Xc, result.converged)
-        return flow, {
-            "loss_curve_": result.loss_curve, "n_iter_": result.n_iter,
-            "validation_scores_": result.validation_scores if x_val is not None else None,
-            "_split": (x_train, x_val), "_alpha": chosen, "alpha_scores_": alpha_scores,
-        }
-
-    @staticmethod
-    def _choose_alpha(flow, result, alphas, options, data):
-        """The flow and ``alpha`` of best held-out likelihood, and each value's best
-        held-out score: ``flow`` was trained with ``alphas[0]``; each further value
-        fine-tunes a copy of it (warm start, a short cosine schedule). An interrupt
-        during a fine-tune keeps the best so far (``result.interrupted`` is set)."""
-        x_train, x_val, generator = data
-        best_score, best_flow, chosen = max(result.validation_scores), flow, alphas[0]
-        scores = [(alphas[0], best_score)]
-        fine_tune = dataclasses.replace(
-            options, max_iter=max(_ALPHA_FINE_TUNE_MIN_EPOCHS,
-                                  int(_ALPHA_FINE_TUNE_FRACTION * options.max_iter)),
-            learning_rate="cosine",
-            learning_rate_init=_ALPHA_FINE_TUNE_LEARNING_RATE * options.learning_rate_init)
-        for alpha in alphas[1:]:
-            candidate = copy.deepcopy(flow)
-            with warnings.catch_warnings():  # a short fine-tune: not a fit of its own
-                warnings.simplefilter("ignore", ConvergenceWarning)
-                tuned = train_flow(candidate, x_train, dataclasses.replace(
-                    fine_tune, alpha=alpha), generator, x_val)
-            if tuned.interrupted or tuned.diverged or not tuned.validation_scores:
-                result.interrupted |= tuned.interrupted
-                break
-            scores.append((alpha, max(tuned.validation_scores)))
-            if scores[-1][1] > best_score:
-                best_score, best_flow, chosen = scores[-1][1], candidate, alpha
-        return best_flow, chosen, scores
-
-    def _warn_if_unbounded(self, flow, Xc, converged):
-        """Without the penalty, data on a lower-dimensional set make the likelihood
-        unbounded: the flow's local variance across the set shrinks towards zero for as
-        long as training runs (paper, section 5)."""
-        if flow.is_linear:
-            variances, _ = _exact_linear_solution(Xc, 0.0)
-            collapsed = variances.min() <= _SINGULAR_RTOL * variances.max()
-        else:
-            # Median over points of the smallest local variance relative to the data's
-            # global variance along the same direction.
-            covariance = torch.as_tensor(Xc.T @ Xc / Xc.shape[0])
-            ratios = []
-            for x in self._iter_tensor_chunks(Xc, flow):
-                with torch.no_grad():
-                    _, s, Vh = _jacobian.local_svd(flow, x)
-                thinnest = Vh[:, -1, :].to(covariance)
-                global_variance = torch.einsum("ni,ij,nj->n", thinnest, covariance, thinnest)
-                ratios.append(_device.to_numpy(s[:, -1].to(covariance).pow(-2)
-                                               / global_variance))
-            collapsed = not converged and np.median(np.concatenate(ratios)) < _COLLAPSE_RATIO
-        if collapsed:
-            warnings.warn(
-                "With alpha=0 the data appear to lie on a lower-dimensional set: the "
-                "likelihood is unbounded there, and the flow's Jacobian grows (its "
-                "smallest local variances shrink towards zero) without settling. "
-                "Set alpha > 0.", DegenerateFitWarning, stacklevel=3)
-
-    @staticmethod
-    def _linear_decomposition(flow):
-        """Variances (descending) and directions (rows, PCA signs) of a linear flow."""
-        weight = _device.to_numpy(flow.weight)
-        _, s, Vt = scipy.linalg.svd(weight)
-        order = np.argsort(s, kind="stable")
-        return 1.0 / s[order] ** 2, _flip_rows(Vt[order])
-
     def _latent_dimension(self, Xc):
         """The latent dimension ``d`` of ``flow='injective'`` (None for other families):
         ``n_components`` as an int, all features for None, and for 'auto' the
@@ -927,23 +603,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         raise ValueError(f"flow='injective' needs an int n_components (the latent "
                          f"dimension), 'auto' or None; got {self.n_components!r}.")
 
-    def _latent_chunks(self, flow, Xc):
-        """Latent coordinates of an injective flow at centered ``Xc``."""
-        with torch.no_grad():
-            chunks = [_device.to_numpy(flow.project(x))
-                      for x in self._iter_tensor_chunks(Xc, flow)]
-        return np.concatenate(chunks)
-
-    def _mean_local_variances(self, flow, Xc):
-        """Arithmetic and geometric means over ``Xc`` of the local variances."""
-        total, log_total = np.zeros(Xc.shape[1]), np.zeros(Xc.shape[1])
-        for x in self._iter_tensor_chunks(Xc, flow):
-            with torch.no_grad():
-                s = _jacobian.local_svd(flow, x)[1]
-            total += _device.to_numpy(s.pow(-2)).sum(axis=0)
-            log_total += _device.to_numpy(-2 * s.log()).sum(axis=0)
-        return total / Xc.shape[0], np.exp(log_total / Xc.shape[0])
-
     def _resolve_n_components(self, ratio, n_features, intrinsic_dimension):
         if self.n_components is None:
             return n_features
@@ -953,32 +612,19 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             return int(self.n_components)
         return _n_components_from_ratio(ratio, self.n_components)
 
-    def _check_finite_scores(self, flow, Xc):
-        with torch.no_grad():
-            bytes_per_row = _FORWARD_BYTES_PER_FEATURE * Xc.shape[1]
-            for x in self._iter_tensor_chunks(Xc, flow, bytes_per_row=bytes_per_row):
-                if not torch.isfinite(log_likelihood(flow, x)).all():
-                    raise FloatingPointError(
-                        "The fitted flow gives non-finite log-likelihoods on its own "
-                        "training data. Try a larger alpha or a smaller learning_rate_init.")
-
-    # ------------------------------------------------------------------ helpers
-    def _flow_device_dtype(self, flow=None):
-        parameter = next((flow or self.flow_).parameters())
-        return parameter.device, parameter.dtype
-
-    def _iter_tensor_chunks(self, Xc, flow=None, bytes_per_row=None):
-        device, dtype = self._flow_device_dtype(flow)
-        if bytes_per_row is None:
-            bytes_per_row = _jacobian.jacobian_bytes_per_row(Xc.shape[1], dtype)
-        for rows in _jacobian.iter_row_chunks(Xc.shape[0], bytes_per_row):
-            yield _device.to_tensor(Xc[rows], device, dtype)
-
     def _validate_centered(self, X):
         """Validated ``X``, centered lazily chunk by chunk (no centered copy of X)."""
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        return _LazilyCentered(X, self.mean_)
+        return LazilyCentered(X, self.mean_)
+
+    def _check_components(self, X):
+        check_is_fitted(self)
+        X = check_array(X, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
+        if X.shape[1] != self.n_components_:
+            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
+                             f"expects {self.n_components_} components as input.")
+        return X
 
     # ------------------------------------------------------------------ public API
     def transform(self, X):
@@ -1019,60 +665,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
-        if getattr(self.flow_, "is_injective", False):  # latent coordinates, g^+(x)
-            return self._map_chunks(Xc, self.flow_.project, (self.n_components_,))
-        if self.flow_.is_linear:
-            chunks = [Xc[rows] @ self.components_.T for rows in _jacobian.iter_row_chunks(
-                Xc.shape[0], 16 * Xc.shape[1])]
-            return np.concatenate(chunks) if chunks else np.empty((0, self.n_components_))
-        return self._map_chunks(Xc, lambda x: self._oriented_components(x)[2],
-                                (self.n_components_,))
-
-    def _map_chunks(self, Xc, compute, trailing_shape, bytes_per_row=None):
-        """Apply ``compute`` to each row chunk of ``Xc`` (as a centered tensor on the
-        flow's device) and gather the results, shape ``(n_samples,) + trailing_shape``."""
-        out = np.empty((Xc.shape[0],) + tuple(trailing_shape))
-        start = 0
-        for x in self._iter_tensor_chunks(Xc, bytes_per_row=bytes_per_row):
-            out[start:start + x.shape[0]] = _device.to_numpy(compute(x))
-            start += x.shape[0]
-        return out
-
-    def _oriented_components(self, x, full=False):
-        """``(s, Vh, y_hat)`` of the tracked components at centered points ``x``: matched
-        and signed like the nearest reference point (see :mod:`flowpca._orientation`),
-        ``y_hat`` projected or integrated (``component_map``, see
-        :mod:`flowpca._integration`). With ``full``, all ``D`` components: the tracked
-        ones first, then the others (projected) in decreasing local variance with
-        arbitrary signs."""
-        n_features, k = x.shape[1], self.n_components_
-        n_candidates = n_features if full else min(
-            n_features, k + _orientation.N_EXTRA_CANDIDATES)
-        method = "full" if full else self._svd_method(n_features, n_candidates)
-        with torch.no_grad() if method == "full" else _nullcontext():
-            s, Vh, y_hat = _jacobian.top_local_components(self.flow_, x, n_candidates,
-                                                          method)
-        s, Vh, y_hat = s.detach(), Vh.detach(), y_hat.detach()
-        points = torch.as_tensor(self._reference_points).to(x)
-        distances = torch.cdist(x, points)
-        nearest = distances.argmin(dim=1)
-        point_directions = torch.as_tensor(self._reference_directions).to(x)
-        reference = point_directions[nearest]
-        index, signs = _orientation.match_to_reference(Vh, reference)
-        if full:  # the untracked candidates follow, in their original order
-            rank = torch.arange(n_candidates, device=x.device).expand(x.shape[0], -1) + k
-            rank = rank.scatter(1, index, torch.arange(k, device=x.device).expand_as(index))
-            index = rank.argsort(dim=1)
-            signs = torch.cat([signs, torch.ones_like(s[:, k:])], dim=1)
-        s = s.gather(1, index)
-        Vh = Vh.gather(1, index.unsqueeze(-1).expand(-1, -1, n_features)) * signs.unsqueeze(-1)
-        y_hat = y_hat.gather(1, index) * signs
-        if getattr(self, "_component_map", "projected") == "integrated":
-            integrated = _integration.extend(
-                x, Vh[:, :k], distances, points, point_directions,
-                torch.as_tensor(self._reference_point_components).to(x))
-            y_hat = torch.cat([integrated, y_hat[:, k:]], dim=1)
-        return s, Vh, y_hat
+        return self._component_map.transform(self.flow_, Xc)
 
     def inverse_transform(self, X, *, return_residuals=False):
         """Map components back to data space.
@@ -1083,7 +676,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``transform(x) = X`` is solved per point, from the reference point whose components
         are nearest ``X``, by a quasi-Newton iteration (one evaluation of the components
         per step) and, for up to 16 features, Levenberg-Marquardt for the points it
-        leaves (see :mod:`flowpca._inverse`). With all components given, a point left
+        leaves (see :mod:`flowpca.components._inverse`). With all components given, a point left
         unconverged starts again from the next nearest reference points (up to 8 more; 1
         above 16 features). Points that do not converge to ``inverse_tol`` within
         ``inverse_max_iter`` iterations are reported in a
@@ -1125,112 +718,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         >>> np.allclose(X_back, X[:5], atol=1e-6)  # all components kept: X comes back
         True
         """
-        check_is_fitted(self)
         X = self._check_components(X)
-        if getattr(self.flow_, "is_injective", False):  # the point g(z) on the manifold
-            with torch.no_grad():
-                X_original = self._map_chunks(X, self.flow_.generate,
-                                              (self.n_features_in_,)) + self.mean_
-        elif self.flow_.is_linear:
-            X_original = X @ self.components_ + self.mean_
-        else:
-            X_original, residuals = self._solve_inverse(X)
-            return (X_original, residuals) if return_residuals else X_original
-        return (X_original, np.zeros(X.shape[0])) if return_residuals else X_original
+        X_original, residuals = self._component_map.inverse(
+            self.flow_, X, self.inverse_tol, self.inverse_max_iter)
+        X_original = X_original + self.mean_
+        return (X_original, residuals) if return_residuals else X_original
 
-    def _solve_inverse(self, X):
-        """``inverse_transform`` of a nonlinear bijective flow: the points and their
-        residuals, with the warnings."""
-        n_features, k = self.n_features_in_, self.n_components_
-        device, dtype = self._flow_device_dtype()
-        points = torch.as_tensor(self._reference_points).to(device, dtype)
-        point_components = torch.as_tensor(self._reference_point_components).to(points)
-        out, residuals, n_ambiguous = [], [], 0
-        check = k == n_features and n_features <= _LM_MAX_FEATURES
-        distinct = _PREIMAGE_RTOL * math.sqrt(max(float(np.sum(self.explained_variance_)),
-                                                  np.finfo(float).tiny))
-        for rows in _jacobian.iter_row_chunks(X.shape[0], _jacobian.jacobian_bytes_per_row(
-                n_features, dtype) * (2 * n_features + 2)):
-            target = torch.zeros(rows.stop - rows.start, n_features, device=device,
-                                 dtype=dtype)
-            target[:, :k] = _device.to_tensor(X[rows], device, dtype)
-
-            def residual_and_directions(x, index):
-                _, Vh, y_hat = self._oriented_components(x, full=True)
-                return y_hat - target[index], Vh
-
-            # Start from the reference point whose components are nearest the target;
-            # rows left unconverged restart from the next nearest ones. Only with all
-            # components: then a solution exists (one per fold of the component map),
-            # while zero-filled trailing components may have none, and restarts would
-            # only multiply the cost of such points.
-            restarts = 0 if k < n_features else \
-                _INVERSE_RESTARTS if n_features <= _LM_MAX_FEATURES else 1
-            n_starts = min(max(1 + restarts, _PREIMAGE_CHECK_STARTS if check else 1),
-                           points.shape[0])
-            starts = torch.cdist(target[:, :k], point_components).topk(
-                n_starts, dim=1, largest=False).indices
-            x = points[starts[:, 0]]
-            norm = torch.full((x.shape[0],), torch.inf, device=device, dtype=dtype)
-            for attempt in range(min(n_starts, 1 + restarts)):
-                left = (norm > self.inverse_tol).nonzero().squeeze(1)  # all at first
-                if not len(left):
-                    break
-                x_try, norm_try = self._solve_components(
-                    residual_and_directions, points[starts[left, attempt]], left)
-                better = norm_try < norm[left]
-                x[left[better]], norm[left[better]] = x_try[better], norm_try[better]
-            if check and n_starts > 1:
-                n_ambiguous += self._count_other_preimages(
-                    residual_and_directions, x, norm, points[starts[:, :_PREIMAGE_CHECK_STARTS]],
-                    distinct)
-            out.append(_device.to_numpy(x))
-            residuals.append(_device.to_numpy(norm))
-        residuals = np.concatenate(residuals) if residuals else np.empty(0)
-        failed = ~(residuals <= self.inverse_tol)
-        if failed.any():
-            warnings.warn(f"inverse_transform did not converge for {failed.sum()} of "
-                          f"{failed.size} points (worst residual {np.nanmax(residuals):.3g} "
-                          f"> inverse_tol={self.inverse_tol}).", ConvergenceWarning,
-                          stacklevel=3)
-        if n_ambiguous:
-            warnings.warn(
-                f"{n_ambiguous} of {residuals.size} points have another preimage with the "
-                "same components (the component map is not one to one there); "
-                "inverse_transform returned the one in the chart of the reference point "
-                "with the nearest components.", AmbiguousInverseWarning, stacklevel=3)
-        X_original = np.concatenate(out) if out else np.empty((0, n_features))
-        return X_original + self.mean_, residuals
-
-    def _count_other_preimages(self, residual_and_directions, x, norm, candidates, distinct):
-        """How many converged rows of ``x`` have a second solution farther than
-        ``distinct`` from it: one solve per row from the candidate start (rows of
-        ``candidates``, shape (n, c, D)) farthest from its solution."""
-        solved = (norm <= self.inverse_tol).nonzero().squeeze(1)
-        if not len(solved):
-            return 0
-        farthest = (candidates[solved] - x[solved, None, :]).norm(dim=2).argmax(dim=1)
-        x_other, norm_other = self._solve_components(
-            residual_and_directions, candidates[solved, farthest], solved)
-        other = (norm_other <= self.inverse_tol) & (
-            (x_other - x[solved]).norm(dim=1) > distinct)
-        return int(other.sum())
-
-    def _solve_components(self, residual_and_directions, x0, rows):
-        """Solve ``transform(x) = target[rows]`` from ``x0``: quasi-Newton, then
-        Levenberg-Marquardt for the rows it leaves (up to ``_LM_MAX_FEATURES``)."""
-        x, norm = _inverse.frame_broyden(
-            lambda x, index: residual_and_directions(x, rows[index]), x0,
-            tol=self.inverse_tol, max_iter=self.inverse_max_iter)
-        left = (norm > self.inverse_tol).nonzero().squeeze(1)
-        if len(left) and x0.shape[1] <= _LM_MAX_FEATURES:
-            x_left, norm_left = _inverse.levenberg_marquardt(
-                lambda x, index: residual_and_directions(x, rows[left[index]])[0], x[left],
-                tol=self.inverse_tol, max_iter=self.inverse_max_iter)
-            x[left], norm[left] = x_left, norm_left
-        return x, norm
-
-    # ------------------------------------------------------------------ diagnostics
     def local_variances(self, X):
         """Local variances of the fitted density at each point, largest first.
 
@@ -1262,9 +755,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                [5.2161e+00, 1.8622e+00, 1.0000e-04]])
         """
         Xc = self._validate_centered(X)
-        self._check_bijective("local_variances")
-        return self._map_chunks(Xc, lambda x: _jacobian.local_svd(self.flow_, x)[1] ** -2,
-                                (Xc.shape[1],))
+        return self._component_map.local_variances(self.flow_, Xc)
 
     def local_intrinsic_dimension(self, X):
         """Dimension of the data's manifold at each point, as the flow sees it.
@@ -1293,11 +784,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         >>> model.local_intrinsic_dimension(X[:3])
         array([2, 2, 2])
         """
-        check_is_fitted(self)
-        if getattr(self.flow_, "is_injective", False):
-            return np.full(self._validate_centered(X).shape[0], self.n_components_)
-        return intrinsic_dimension(np.atleast_2d(self.local_variances(X)), self.alpha_,
-                                   self.intrinsic_dimension_threshold)
+        Xc = self._validate_centered(X)
+        return self._component_map.local_intrinsic_dimension(
+            self.flow_, Xc, self.alpha_, self.intrinsic_dimension_threshold)
 
     def local_directions(self, X):
         """Local principal directions at each point, in input space.
@@ -1328,9 +817,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
-        self._check_bijective("local_directions")
-        return self._map_chunks(Xc, lambda x: self._oriented_components(x)[1].transpose(1, 2),
-                                (Xc.shape[1], self.n_components_))
+        return self._component_map.directions(self.flow_, Xc)
 
     def local_covariance(self, X):
         """Covariance of the local Gaussian approximation, ``J^-1 J^-T``, at each point.
@@ -1358,21 +845,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
-
-        self._check_bijective("local_covariance")
-
-        def covariance(x):
-            _, s, Vh = _jacobian.local_svd(self.flow_, x)
-            return Vh.transpose(1, 2) @ (Vh / s.unsqueeze(-1) ** 2)
-
-        return self._map_chunks(Xc, covariance, (Xc.shape[1],) * 2)
-
-    def _check_components(self, X):
-        X = check_array(X, dtype=[np.float64, np.float32]).astype(np.float64, copy=False)
-        if X.shape[1] != self.n_components_:
-            raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} "
-                             f"expects {self.n_components_} components as input.")
-        return X
+        return self._component_map.local_covariance(self.flow_, Xc)
 
     def score_samples(self, X):
         """Log-likelihood of each sample under the fitted model, in nats.
@@ -1410,20 +883,8 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         >>> np.allclose(model.score_samples(X[:5]), gaussian.logpdf(X[:5]))
         True
         """
-        return self._score_samples_centered(self._validate_centered(X))
-
-    def _score_samples_centered(self, Xc):
-        if getattr(self.flow_, "is_injective", False):
-            with torch.no_grad():
-                return self._map_chunks(Xc, self.flow_.manifold_log_likelihood, ())
-        return self._map_chunks(Xc, lambda x: log_likelihood(self.flow_, x), (),
-                                bytes_per_row=_FORWARD_BYTES_PER_FEATURE * Xc.shape[1])
-
-    def _check_bijective(self, method):
-        if getattr(self.flow_, "is_injective", False):
-            raise ValueError(f"{method} needs a bijective flow: flow='injective' has no "
-                             "square Jacobian; use transform (latent coordinates) and "
-                             "off_manifold_distance instead.")
+        Xc = self._validate_centered(X)
+        return density.score_samples(self.flow_, Xc)
 
     def off_manifold_distance(self, X):
         """Distance of each sample to the learned manifold (``flow='injective'`` only).
@@ -1457,11 +918,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         True
         """
         Xc = self._validate_centered(X)
-        if not getattr(self.flow_, "is_injective", False):
-            raise ValueError("off_manifold_distance needs flow='injective': a bijective "
-                             "flow's manifold is the whole space.")
-        with torch.no_grad():
-            return self._map_chunks(Xc, self.flow_.off_manifold_distance, ())
+        return self._component_map.off_manifold_distance(self.flow_, Xc)
 
     def score(self, X, y=None):
         """Mean log-likelihood of the samples (higher is better), for model selection.
@@ -1521,35 +978,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r}. The sampling "
                              "requires at least one sample.")
         rng = check_random_state(self.random_state if random_state is None else random_state)
-        device, dtype = self._flow_device_dtype()
+        device, _ = flow_device_dtype(self.flow_)
         generator = _device.make_generator(_device.seed_from(rng), device)
-        out = np.empty((n_samples, self.n_features_in_))
-        bytes_per_row = _FORWARD_BYTES_PER_FEATURE * self.n_features_in_
-        n_redrawn = 0
-        with torch.no_grad():
-            for rows in _jacobian.iter_row_chunks(n_samples, bytes_per_row):
-                z = torch.randn(rows.stop - rows.start, self.n_features_in_,
-                                generator=generator, device=device, dtype=dtype)
-                x = self.flow_.inverse(z)
-                # Heavy-tailed flows (asinh layers invert to nested sinh) can overflow far
-                # in the tails: redraw those rows, i.e. sample the representable part.
-                for _ in range(_MAX_REDRAWS):
-                    bad = ~torch.isfinite(x).all(dim=1)
-                    if not bad.any():
-                        break
-                    n_redrawn += int(bad.sum())
-                    z = torch.randn(int(bad.sum()), self.n_features_in_,
-                                    generator=generator, device=device, dtype=dtype)
-                    x[bad] = self.flow_.inverse(z)
-                else:
-                    raise FloatingPointError("The fitted flow's inverse overflows for most "
-                                             "draws; the model cannot be sampled.")
-                out[rows] = _device.to_numpy(x)
-        if n_redrawn:
-            warnings.warn(f"{n_redrawn} of {n_samples} draws overflowed in the flow's "
-                          "inverse (heavy tails) and were redrawn.", UserWarning,
-                          stacklevel=2)
-        return out + self.mean_
+        return density.sample(self.flow_, n_samples, generator) + self.mean_
 
     def get_feature_names_out(self, input_features=None):
         """Output feature names: ``flowpca0``, ``flowpca1``, ...
@@ -1579,13 +1010,16 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
         # No torch object in the state (see flowpca._persistence): flows as class name,
-        # configuration and numpy weights on CPU; a torch.device parameter as a string.
+        # configuration and numpy weights on CPU; a torch.device parameter as a string;
+        # the component map as plain values.
         state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
         for name, value in state.items():
             if isinstance(value, Flow):
                 state[name] = _persistence.flow_to_state(value)
             elif isinstance(value, torch.device):
                 state[name] = _persistence.device_to_state(value)
+        if "_component_map" in state:
+            state["_component_map"] = state["_component_map"].get_state()
         state["_flowpca_version"] = __version__
         return state
 
@@ -1600,11 +1034,17 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 state[name] = flow.requires_grad_(False).eval() if name.endswith("_") else flow
             else:
                 state[name] = _persistence.device_from_state(value)
-        if "flow_" in state and "alpha_" not in state:
-            # Saved before the 'auto' parameters: every value was explicit then.
-            for name in AUTO_PARAMETERS:
-                state.setdefault(f"{name}_", state.get(name))
-            state.setdefault("alpha_scores_", None)
+        if "flow_" in state:
+            if isinstance(state.get("_component_map"), dict):
+                state["_component_map"] = component_map_from_state(state["_component_map"])
+            else:  # saved before the component maps
+                state["_component_map"] = component_map_from_legacy_state(state,
+                                                                          state["flow_"])
+            if "alpha_" not in state:
+                # Saved before the 'auto' parameters: every value was explicit then.
+                for name in AUTO_PARAMETERS:
+                    state.setdefault(f"{name}_", state.get(name))
+                state.setdefault("alpha_scores_", None)
         super().__setstate__(state)
 
     def __sklearn_tags__(self):

@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
 from flowpca import NormalizingFlowPCA
-from flowpca._diagnostics import gaussian_baseline
+from flowpca.density import gaussian_baseline
 from flowpca.datasets import make_embedded_plane, make_sine_wave
 
 from .conftest import anisotropic_gaussian

@@ -12,7 +12,8 @@ from scipy.stats import spearmanr
 from sklearn.decomposition import PCA
 from sklearn.exceptions import ConvergenceWarning
 
-from flowpca import NormalizingFlowPCA, _jacobian
+from flowpca import NormalizingFlowPCA
+from flowpca.components import _local_svd
 from flowpca.datasets import make_banana, make_s_curve_gaussian, make_sine_wave
 from flowpca.flows import Flow, MLPFlow
 
@@ -167,8 +168,8 @@ def test_randomized_top_k_equals_full_svd():
     X = torch.randn(40, 100, dtype=torch.float64, generator=generator) * scale
     flow = MLPFlow.from_data(X, 1e-3, n_layers=3, generator=generator)
     with torch.no_grad():
-        s_full, V_full, y_full = _jacobian.top_local_components(flow, X, 5, "full")
-    s_rand, V_rand, y_rand = _jacobian.top_local_components(flow, X, 5, "randomized",
+        s_full, V_full, y_full = _local_svd.top_local_components(flow, X, 5, "full")
+    s_rand, V_rand, y_rand = _local_svd.top_local_components(flow, X, 5, "randomized",
                                                             generator=generator)
     np.testing.assert_allclose(s_rand.detach(), s_full, rtol=1e-6)
     signs = torch.sign((V_full * V_rand.detach()).sum(-1))

@@ -12,9 +12,9 @@ import torch
 from sklearn.datasets import make_swiss_roll
 from sklearn.mixture import GaussianMixture
 
-import flowpca._estimator
+import flowpca.density._fitting
 from flowpca import NormalizingFlowPCA
-from flowpca._training import cosine_learning_rate
+from flowpca.density._training import cosine_learning_rate
 from flowpca.datasets import make_s_curve_gaussian
 from flowpca.exceptions import AmbiguousInverseWarning
 from flowpca.flows._families import AUTO_PARAMETERS, FAMILY_DEFAULTS, resolve_defaults
@@ -63,13 +63,13 @@ def test_gradient_clip_of_the_table_reaches_the_training_loop(flow, max_grad_nor
     # zuko's flows train unclipped (clipping held the noise-free sine back), the paper's
     # model with its norm of 10.
     seen = []
-    train_flow = flowpca._estimator.train_flow
+    train_flow = flowpca.density._fitting.train_flow
 
     def recording(flow_, x, options, *args, **kwargs):
         seen.append(options.max_grad_norm)
         return train_flow(flow_, x, options, *args, **kwargs)
 
-    with mock.patch.object(flowpca._estimator, "train_flow", recording):
+    with mock.patch.object(flowpca.density._fitting, "train_flow", recording):
         _quiet_fit(NormalizingFlowPCA(flow=flow, n_layers=1, max_iter=2, random_state=0),
                    X_SMALL)
     assert seen and set(seen) == {max_grad_norm}
@@ -109,13 +109,13 @@ def test_cosine_schedule_warms_up_then_anneals_to_zero():
 
 def test_zuko_trains_in_float32_and_returns_a_float64_model():
     seen = []
-    train = flowpca._estimator.train_flow
+    train = flowpca.density._fitting.train_flow
 
     def spy(flow, x_train, *args, **kwargs):
         seen.append((x_train.dtype, next(flow.parameters()).dtype))
         return train(flow, x_train, *args, **kwargs)
 
-    with mock.patch.object(flowpca._estimator, "train_flow", side_effect=spy):
+    with mock.patch.object(flowpca.density._fitting, "train_flow", side_effect=spy):
         model = _quiet_fit(NormalizingFlowPCA(max_iter=2, alpha=0.0, random_state=0),
                            X_SMALL)
         explicit = _quiet_fit(NormalizingFlowPCA(max_iter=2, alpha=0.0, dtype="float64",
@@ -164,14 +164,15 @@ def test_inverse_transform_counts_points_with_another_preimage():
     # and count every point in the warning.
     X = np.linspace(-2, 2, 81)[:, None]
     model = _quiet_fit(NormalizingFlowPCA(max_iter=2, random_state=0), X)
-    reference = torch.as_tensor(model._reference_points)
-    model._reference_point_components = (reference ** 2 - 1).numpy()
+    component_map = model._component_map
+    reference = torch.as_tensor(component_map.reference_points)
+    component_map.reference_point_components = (reference ** 2 - 1).numpy()
 
-    def folded(x, full=False):
+    def folded(flow, x, full=False):
         directions = torch.where(x >= 0, 1.0, -1.0).to(x).unsqueeze(-1)
         return torch.ones_like(x), directions, x ** 2 - 1
 
-    model._oriented_components = folded
+    component_map.oriented_components = folded
     targets = np.array([[0.0], [3.0], [-0.75]])  # preimages +-1, +-2, +-0.5
     with pytest.warns(AmbiguousInverseWarning, match="3 of 3 points"):
         X_back, residuals = model.inverse_transform(targets, return_residuals=True)

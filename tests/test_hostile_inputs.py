@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.exceptions import ConvergenceWarning
 
-import flowpca._estimator
+import flowpca.density._fitting
 import flowpca.flows
 from flowpca import NormalizingFlowPCA
 from flowpca.exceptions import DegenerateFitWarning
@@ -63,8 +63,8 @@ def hostile_data(draw):
 def _fit_or_refuse(params, X):
     """The fitted model, or None after checking that the refusal is a clear ValueError
     raised before any training."""
-    with mock.patch.object(flowpca._estimator, "train_flow",
-                           wraps=flowpca._estimator.train_flow) as training, \
+    with mock.patch.object(flowpca.density._fitting, "train_flow",
+                           wraps=flowpca.density._fitting.train_flow) as training, \
             warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", DegenerateFitWarning)
@@ -175,7 +175,7 @@ def test_values_near_the_float64_limit_are_refused(X, flow):
 
 
 def _fit_or_refuse_strict(params, X):
-    with mock.patch.object(flowpca._estimator, "train_flow") as training:
+    with mock.patch.object(flowpca.density._fitting, "train_flow") as training:
         try:
             return NormalizingFlowPCA(random_state=0, **params).fit(X)
         finally:

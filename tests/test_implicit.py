@@ -16,7 +16,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
-from flowpca._objective import penalized_nll
+from flowpca.density import penalized_nll
 from flowpca.datasets import make_banana, make_s_curve_gaussian, make_sine_wave
 from flowpca.flows import ImplicitFlow
 from flowpca.flows import _spectral

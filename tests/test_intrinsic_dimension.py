@@ -14,7 +14,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
-from flowpca._diagnostics import intrinsic_dimension
+from flowpca.components import intrinsic_dimension
 from flowpca.datasets import make_embedded_plane, make_s_curve_gaussian, make_sine_wave
 
 from .conftest import PAPER_TRAINING, anisotropic_gaussian

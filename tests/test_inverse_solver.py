@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowpca import _inverse
+from flowpca.components import _inverse
 
 
 def rotation(angle):

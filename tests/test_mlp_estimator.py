@@ -9,7 +9,8 @@ from scipy.integrate import trapezoid
 from scipy.stats import norm
 from sklearn.exceptions import ConvergenceWarning
 
-from flowpca import NormalizingFlowPCA, _jacobian
+from flowpca import NormalizingFlowPCA
+from flowpca.components import _local_svd
 from flowpca.datasets import make_banana, make_curve_2d, make_s_curve_gaussian, \
     make_sine_wave
 from flowpca.exceptions import DegenerateFitWarning
@@ -73,7 +74,7 @@ def test_density_integrates_to_one_in_2d():
 
 def _smallest_local_variances(model, X):
     with torch.no_grad():
-        s = _jacobian.local_svd(model.flow_, torch.as_tensor(X - model.mean_))[1]
+        s = _local_svd.local_svd(model.flow_, torch.as_tensor(X - model.mean_))[1]
     return s[:, -1].numpy() ** -2.0
 
 

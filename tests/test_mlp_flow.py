@@ -327,7 +327,7 @@ def test_from_data_follows_dtype_and_float32_runs():
 
 
 def test_training_step_lowers_the_penalized_nll():
-    from flowpca._objective import penalized_nll
+    from flowpca.density import penalized_nll
     X = anisotropic_data()
     flow = MLPFlow.from_data(X, 1e-3, n_layers=4, generator=generator(0))
     optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)

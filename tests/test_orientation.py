@@ -1,10 +1,10 @@
-"""Component identity and sign tracking (`flowpca._orientation`) on known frames."""
+"""Component identity and sign tracking (`flowpca.components._orientation`) on known frames."""
 
 import numpy as np
 import torch
 from hypothesis import given, settings, strategies as st
 
-from flowpca import _orientation
+from flowpca.components import _orientation
 
 
 def _arc(n=200, turn=np.pi):

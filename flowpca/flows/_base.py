@@ -74,6 +74,12 @@ class Flow(nn.Module, abc.ABC):
 
     #: Whether the Jacobian is the same at every point (the linear flow).
     is_linear = False
+    #: Whether the flow maps a lower-dimensional latent onto a manifold (no square
+    #: Jacobian; the estimator's components are its latent coordinates).
+    is_injective = False
+    #: The estimator's ``component_map='auto'`` for this flow (see
+    #: :func:`flowpca.components.make_component_map`).
+    default_component_map = "projected"
 
     def __init__(self, n_features):
         super().__init__()

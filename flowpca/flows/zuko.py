@@ -153,6 +153,10 @@ class ZukoFlow(Flow):
     True
     """
 
+    # A spline or autoregressive flow bends the data's image in latent space: its
+    # projected components are not monotone along the manifold, its integrated ones are.
+    default_component_map = "integrated"
+
     def __init__(self, flow, n_features=None):
         transform, n_features = _unconditional_transform(flow, n_features)
         super().__init__(n_features)
@@ -666,7 +670,7 @@ def build_nsf(X, settings):
     the paper's S-curve their absolute Spearman correlation with ``t`` is 0.3-0.4), while
     its local directions are right (median absolute cosine 0.999 with the curve's
     tangent): the estimator's ``component_map='auto'`` therefore integrates the local
-    frame for zuko's flows (:mod:`flowpca._integration`), which recovers ``t`` and the
+    frame for zuko's flows (:mod:`flowpca.components._integration`), which recovers ``t`` and the
     height with absolute Spearman correlation >= 0.95
     (``tests/test_integrated_components.py``).
 

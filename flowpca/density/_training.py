@@ -13,8 +13,8 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 from ._objective import log_likelihood, penalized_nll
-from .exceptions import TrainingDivergedWarning
-from ._progress import EpochReporter
+from ..exceptions import TrainingDivergedWarning
+from .._progress import EpochReporter
 
 # Adaptive schedule: divide the learning rate by this factor on a plateau, and stop once it
 # falls below the floor (scikit-learn's MLP uses the same rule).
@@ -45,7 +45,7 @@ def cosine_learning_rate(step, n_steps, learning_rate_init):
 
     Examples
     --------
-    >>> from flowpca._training import cosine_learning_rate
+    >>> from flowpca.density._training import cosine_learning_rate
     >>> [round(cosine_learning_rate(s, 100, 1.0), 3) for s in (0, 5, 50, 99)]
     [0.1, 1.0, 0.533, 0.0]
     """

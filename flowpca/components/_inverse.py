@@ -15,7 +15,7 @@ varies with ``x``. We solve it per point in two stages on the residual
 
 import torch
 
-from . import _linalg
+from .. import _linalg
 
 
 def _jacobian_fd(residual, x, rows):

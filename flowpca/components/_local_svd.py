@@ -5,22 +5,10 @@ At a point ``x`` with ``J_f(x) = U S V^T`` the flow's local covariance is
 (directions in input space). Components are ordered by local variance, largest first.
 """
 
+import numpy as np
+import scipy.linalg
 import torch
-from sklearn import get_config
-from sklearn.utils import gen_batches
-
-
-def iter_row_chunks(n_rows, bytes_per_row):
-    """Slices of ``range(n_rows)`` sized by scikit-learn's ``working_memory`` (MiB)."""
-    budget = get_config()["working_memory"] * 2**20
-    chunk = int(min(max(budget // max(int(bytes_per_row), 1), 1), max(n_rows, 1)))
-    return gen_batches(n_rows, chunk)
-
-
-def jacobian_bytes_per_row(n_features, dtype):
-    """Working memory of one row of the per-point decomposition (J, U, V and temporaries)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return 4 * n_features * n_features * itemsize
+from sklearn.utils.extmath import svd_flip
 
 
 def local_svd(flow, x):
@@ -104,3 +92,12 @@ def _randomized_top_components(flow, x, y, k, n_oversamples, n_iter, generator):
     s = 1.0 / sigma[:, :k]
     y_hat = (Vh * apply_inverse(y.unsqueeze(1))).sum(dim=-1)
     return s, Vh, y_hat
+
+
+def linear_decomposition(flow):
+    """Variances (descending) and directions (rows, PCA's signs) of a linear flow
+    ``f(x) = W x``: the eigenpairs of ``(W^T W)^-1``."""
+    weight = flow.weight.detach().cpu().numpy()
+    _, s, Vt = scipy.linalg.svd(weight)
+    order = np.argsort(s, kind="stable")
+    return 1.0 / s[order] ** 2, svd_flip(None, Vt[order], u_based_decision=False)[1]

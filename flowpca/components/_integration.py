@@ -42,7 +42,7 @@ def integrate_reference_frame(points, directions, graph):
         Reference points (centered data).
     directions : ndarray of shape (m, k, D)
         Their tracked local directions (rows), as from
-        :func:`flowpca._orientation.track_reference_field`.
+        :func:`flowpca.components._orientation.track_reference_field`.
     graph : sparse matrix of shape (m, m)
         Symmetric neighbour graph over the points (any nonzero entry is an edge).
 
