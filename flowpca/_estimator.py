@@ -126,7 +126,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
         used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
         bound ``c`` on each coupling's log-scales ``c tanh(s / c)``); 'residual' and
-        'implicit' accept ``hidden_sizes`` ((32, 32), each ``g``'s hidden widths),
+        'implicit' accept ``hidden_features`` ((32, 32), each ``g``'s hidden widths),
         ``lipschitz`` (0.9, the spectral-norm bound ``c`` in (0, 1) of every layer),
         ``n_power_iterations`` (1), ``activation`` ('lipswish' or 'elu'),
         ``exact_logdet_max_features`` (10; exact log-det while training up to this many

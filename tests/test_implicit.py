@@ -24,7 +24,7 @@ from flowpca.flows._families import FlowSettings, build_flow
 
 from ._flow_checks import assert_contract_matches_jacobian, penalized_nll_from_jacobian
 
-SMALL = {"hidden_sizes": (8,)}
+SMALL = {"hidden_features": (8,)}
 
 
 def generator(seed):
@@ -210,7 +210,7 @@ def test_implicit_gradients_match_the_unrolled_solver():
 
 @pytest.mark.parametrize("flow_params, match", [
     ({"lipschitz": 1.5}, "lipschitz"),
-    ({"hidden_sizes": (8, 0)}, "hidden_sizes"),
+    ({"hidden_features": (8, 0)}, "hidden_features"),
     ({"activation": "relu"}, "activation"),
     ({"inverse_max_iter": 0}, "inverse_max_iter"),
     ({"inverse_tol": 0.0}, "inverse_tol"),
@@ -279,7 +279,7 @@ def test_pickle_and_skops_round_trips(fitted):
 
 def test_density_integrates_to_one_in_2d():
     X, _ = make_banana(600, random_state=0)
-    model = _fit(X, n_layers=2, max_iter=20, flow_params={"hidden_sizes": (16,)})
+    model = _fit(X, n_layers=2, max_iter=20, flow_params={"hidden_features": (16,)})
     # Bi-Lipschitz flow, Gaussian tails: 12 data standard deviations hold the mass.
     half_width = 12 * X.std(axis=0)
     axes = [np.linspace(model.mean_[i] - half_width[i], model.mean_[i] + half_width[i], 401)

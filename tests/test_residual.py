@@ -24,7 +24,7 @@ from flowpca.flows._families import FlowSettings, build_flow
 from ._flow_checks import assert_contract_matches_jacobian, penalized_nll_from_jacobian
 
 # Small g's and few blocks keep the estimator tests fast.
-SMALL = {"hidden_sizes": (8,)}
+SMALL = {"hidden_features": (8,)}
 
 
 def generator(seed):
@@ -165,7 +165,7 @@ def test_power_vectors_are_buffers_and_persist():
 @pytest.mark.parametrize("flow_params, match", [
     ({"lipschitz": 1.0}, "lipschitz"),
     ({"lipschitz": 0}, "lipschitz"),
-    ({"hidden_sizes": (8, 0)}, "hidden_sizes"),
+    ({"hidden_features": (8, 0)}, "hidden_features"),
     ({"activation": "relu"}, "activation"),
     ({"inverse_max_iter": 0}, "inverse_max_iter"),
     ({"geometric_p": 0.0}, "geometric_p"),
@@ -238,7 +238,7 @@ def test_pickle_and_skops_round_trips(fitted, tmp_path):
 
 def test_density_integrates_to_one_in_2d():
     X, _ = make_banana(600, random_state=0)
-    model = _fit(X, n_layers=3, max_iter=30, flow_params={"hidden_sizes": (16,)})
+    model = _fit(X, n_layers=3, max_iter=30, flow_params={"hidden_features": (16,)})
     # The flow is bi-Lipschitz (an affine map and blocks with Lip(g) < 1), so its density
     # has Gaussian tails: a box of 12 data standard deviations holds all the mass.
     half_width = 12 * X.std(axis=0)
@@ -261,3 +261,15 @@ def test_beats_the_linear_flow_and_recovers_the_latent_factors(make):
     Z = model.transform(X_test)
     for i in range(2):
         assert abs(spearmanr(Z[:, i], latent_test[:, i])[0]) >= 0.9
+
+
+def test_hidden_sizes_is_a_deprecated_name_of_hidden_features():
+    X = np.random.RandomState(0).normal(size=(40, 3))
+    new = _fit(X, n_layers=1, max_iter=2, flow_params={"hidden_features": (8,)})
+    with pytest.warns(FutureWarning, match=r"\['hidden_sizes'\] is deprecated"):
+        old = _fit(X, n_layers=1, max_iter=2, flow_params={"hidden_sizes": (8,)})
+    assert old.flow_.hidden_sizes == new.flow_.hidden_sizes == (8,)
+    np.testing.assert_array_equal(old.score_samples(X), new.score_samples(X))
+    with pytest.raises(ValueError, match="both 'hidden_features' and its deprecated"):
+        _fit(X, n_layers=1, max_iter=2,
+             flow_params={"hidden_features": (8,), "hidden_sizes": (8,)})

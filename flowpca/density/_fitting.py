@@ -16,7 +16,8 @@ from .._chunks import iter_tensor_chunks
 from ..components import local_svd
 from ..exceptions import DegenerateFitWarning
 from ..flows import Flow, LinearFlow
-from ..flows._families import FlowSettings, build_flow
+from ..flows import FlowSettings
+from ..flows._families import build_flow
 from ._checks import SINGULAR_RTOL, check_nonsingular
 from ._training import train_flow
 

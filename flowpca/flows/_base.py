@@ -6,6 +6,9 @@ have generic :mod:`torch.func` fallbacks that families with structure override f
 """
 
 import abc
+import math
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -360,3 +363,119 @@ def draw_seed(generator):
         In ``[0, 2**31 - 1)``.
     """
     return int(torch.randint(2**31 - 1, (), generator=generator, device=generator.device))
+
+
+#: The estimators of ``||J||_F^2`` every family offers (``Flow.frobenius_sq``).
+FROBENIUS_METHODS = ("exact", "hutchinson")
+
+
+def check_frobenius_method(method):
+    """A ValueError unless ``method`` is one of :data:`FROBENIUS_METHODS`."""
+    if method not in FROBENIUS_METHODS:
+        raise ValueError(f"method must be one of {FROBENIUS_METHODS}, got {method!r}.")
+
+
+def whitening(X, alpha):
+    """``diag((lambda + alpha)^-1/2) V^T`` for ``X^T X / n + alpha I = V diag(lambda +
+    alpha) V^T``: the linear flow's optimum (``X`` centered), rows in ascending order of
+    ``lambda``.
+
+    Eigenvalues below ``alpha`` are rounding (``eigh`` resolves them to about ``eps``
+    times the largest), so they are clamped to ``alpha``, and to ``eps`` times the largest
+    where ``alpha`` is smaller: data on a subspace with ``alpha=0`` keep a finite (if
+    huge) scale rather than an infinite one.
+
+    Parameters
+    ----------
+    X : torch.Tensor of shape (n, D)
+        Centered data.
+    alpha : float
+        Variance floor.
+
+    Returns
+    -------
+    torch.Tensor of shape (D, D)
+        ``W`` with ``W (X^T X / n + alpha I) W^T = I`` where no eigenvalue is clamped.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from flowpca.flows._base import whitening
+    >>> X = torch.randn(500, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.1], dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> W = whitening(X, alpha=0.0)
+    >>> torch.allclose(W @ (X.T @ X / 500) @ W.T, torch.eye(3, dtype=torch.float64))
+    True
+    """
+    variances, vectors = covariance_spectrum(X, alpha)
+    return (vectors * variances.rsqrt()).T
+
+
+def covariance_spectrum(X, alpha):
+    """Eigenvalues (ascending) and eigenvectors (columns) of ``X^T X / n + alpha I``,
+    the eigenvalues clamped as in :func:`whitening`."""
+    n_samples, n_features = X.shape
+    X = X.detach()
+    eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
+    variances, vectors = torch.linalg.eigh(X.T @ X / n_samples + alpha * eye)
+    finfo = torch.finfo(X.dtype)
+    floor = max(float(alpha), finfo.tiny, float(variances.max()) * finfo.eps)
+    return variances.clamp_min(floor), vectors
+
+
+def data_scale(X, alpha):
+    """``1 / sqrt(mean feature variance + alpha)``: a scale that makes ``X`` about unit."""
+    variance = float(X.var(dim=0, unbiased=False).mean()) if X.shape[0] > 1 else 0.0
+    return 1.0 / math.sqrt(max(variance, torch.finfo(torch.float64).tiny) + alpha)
+
+
+@dataclass(frozen=True)
+class FlowSettings:
+    """What the estimator tells a flow family when it builds a flow.
+
+    Attributes
+    ----------
+    alpha : float
+        Penalty weight (variance floor), for initializations that whiten the data.
+    n_layers : int
+        The family's depth: hidden blocks, coupling layers, residual blocks, transforms.
+    activation : str
+        Nonlinearity of the 'mlp' flow; other families ignore it.
+    flow_params : dict
+        Family-specific keyword arguments (``NormalizingFlowPCA(flow_params=...)``).
+    generator : torch.Generator
+        The only source of randomness of the initialization.
+    n_components : int or None
+        Latent dimension of the families that have one ('injective'); None for all
+        features.
+    """
+
+    alpha: float
+    n_layers: int
+    activation: str = "asinh"
+    flow_params: dict = field(default_factory=dict)
+    generator: Any = None
+    n_components: Any = None
+
+    def params(self, family, defaults):
+        """``flow_params`` merged into ``defaults``; unknown keys raise ``ValueError``.
+
+        Parameters
+        ----------
+        family : str
+            The family's name, for the error message.
+        defaults : dict
+            Every accepted key with its default value.
+
+        Returns
+        -------
+        params : dict
+            The defaults updated with the user's values.
+        """
+        unknown = sorted(set(self.flow_params) - set(defaults))
+        if unknown:
+            raise ValueError(
+                f"flow_params has keys {unknown} that flow={family!r} does not accept; "
+                f"accepted keys are {sorted(defaults)}.")
+        return {**defaults, **self.flow_params}

@@ -9,15 +9,15 @@ optional dependency (zuko) is needed only by the families that use it.
 
 import importlib
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
-import torch
+from ._base import FlowSettings  # noqa: F401 (the builders' argument, re-exported)
+from ._bilipschitz import BiLipschitzMLPFlow
+from .mlp import MLPFlow
 
 # name -> "module:builder" (module relative to flowpca.flows)
 _FAMILIES = {
     "linear": "linear:build_linear",
-    "mlp": "mlp:build_mlp",
+    "mlp": "_families:build_mlp",  # plain or bi-Lipschitz: two modules
     "realnvp": "coupling:build_realnvp",
     "residual": "residual:build_residual",
     "implicit": "implicit:build_implicit",
@@ -169,57 +169,6 @@ def family_modules():
     return tuple(f"flowpca.flows.{spec.split(':')[0]}" for spec in _FAMILIES.values())
 
 
-@dataclass(frozen=True)
-class FlowSettings:
-    """What the estimator tells a flow family when it builds a flow.
-
-    Attributes
-    ----------
-    alpha : float
-        Penalty weight (variance floor), for initializations that whiten the data.
-    n_layers : int
-        The family's depth: hidden blocks, coupling layers, residual blocks, transforms.
-    activation : str
-        Nonlinearity of the 'mlp' flow; other families ignore it.
-    flow_params : dict
-        Family-specific keyword arguments (``NormalizingFlowPCA(flow_params=...)``).
-    generator : torch.Generator
-        The only source of randomness of the initialization.
-    n_components : int or None
-        Latent dimension of the families that have one ('injective'); None for all
-        features.
-    """
-
-    alpha: float
-    n_layers: int
-    activation: str = "asinh"
-    flow_params: dict = field(default_factory=dict)
-    generator: Any = None
-    n_components: Any = None
-
-    def params(self, family, defaults):
-        """``flow_params`` merged into ``defaults``; unknown keys raise ``ValueError``.
-
-        Parameters
-        ----------
-        family : str
-            The family's name, for the error message.
-        defaults : dict
-            Every accepted key with its default value.
-
-        Returns
-        -------
-        params : dict
-            The defaults updated with the user's values.
-        """
-        unknown = sorted(set(self.flow_params) - set(defaults))
-        if unknown:
-            raise ValueError(
-                f"flow_params has keys {unknown} that flow={family!r} does not accept; "
-                f"accepted keys are {sorted(defaults)}.")
-        return {**defaults, **self.flow_params}
-
-
 def build_flow(name, X, settings):
     """Build the flow family ``name`` for the centered training data ``X``.
 
@@ -240,7 +189,21 @@ def build_flow(name, X, settings):
     return getattr(module, builder_name)(X, settings)
 
 
-def data_scale(X, alpha):
-    """``1 / sqrt(mean feature variance + alpha)``: a scale that makes ``X`` about unit."""
-    variance = float(X.var(dim=0, unbiased=False).mean()) if X.shape[0] > 1 else 0.0
-    return 1.0 / math.sqrt(max(variance, torch.finfo(torch.float64).tiny) + alpha)
+def build_mlp(X, settings):
+    """``flow='mlp'``: :meth:`MLPFlow.from_data` with ``n_layers`` and ``activation``.
+
+    ``flow_params`` may set ``noise_scale`` and ``hidden_scale`` of the initialization,
+    and ``lipschitz`` (None): a float ``L > 1`` builds a
+    :class:`~flowpca.flows.BiLipschitzMLPFlow`, every layer's singular values in
+    ``[1/L, L]``.
+    """
+    params = settings.params("mlp", {"noise_scale": 0.01, "hidden_scale": 1.0,
+                                     "lipschitz": None})
+    lipschitz = params.pop("lipschitz")
+    if lipschitz is not None:
+        return BiLipschitzMLPFlow.from_data(
+            X, settings.alpha, n_layers=settings.n_layers, activation=settings.activation,
+            generator=settings.generator, lipschitz=lipschitz, **params)
+    return MLPFlow.from_data(X, settings.alpha, n_layers=settings.n_layers,
+                             activation=settings.activation, generator=settings.generator,
+                             **params)

@@ -24,9 +24,8 @@ import torch
 from torch import nn
 
 from .. import _linalg
-from ._base import Flow
+from ._base import Flow, check_frobenius_method, whitening
 
-_FROBENIUS_METHODS = ("exact", "hutchinson")
 
 #: Defaults of ``flow_params`` for ``flow='realnvp'`` (see :func:`build_realnvp`).
 DEFAULT_PARAMS = {"hidden_features": (64, 64), "scale_clamp": 3.0}
@@ -279,19 +278,14 @@ class RealNVPFlow(Flow):
         >>> torch.allclose(y.T @ y / len(X), torch.eye(3, dtype=torch.float64))
         True
         """
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         flow = cls(n_features, n_couplings, hidden_features, scale_clamp).to(
             device=X.device, dtype=X.dtype)
         if generator is None:
             generator = torch.Generator(device=X.device).manual_seed(0)
         flow.reset_parameters(generator)
         with torch.no_grad():
-            X = X.detach()
-            eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
-            variances, vectors = torch.linalg.eigh(X.T @ X / n_samples + alpha * eye)
-            smallest = max(float(alpha), torch.finfo(X.dtype).tiny)
-            weight = (vectors * variances.clamp_min(smallest).rsqrt()).T
-            flow.weight.copy_(weight.flip(0))  # largest variance first
+            flow.weight.copy_(whitening(X, alpha).flip(0))  # largest variance first
         return flow
 
     def _split(self, coupling):
@@ -567,8 +561,7 @@ class RealNVPFlow(Flow):
         return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
 
     def _frobenius_pass(self, x, method, n_probes, generator, log_det):
-        if method not in _FROBENIUS_METHODS:
-            raise ValueError(f"method must be one of {_FROBENIUS_METHODS}, got {method!r}.")
+        check_frobenius_method(method)
         if method == "exact":
             y, log_abs_det, z = self._pass(x, identity=True, log_det=log_det)
             return y, log_abs_det, z.pow(2).sum(dim=(1, 2))
@@ -613,7 +606,7 @@ def build_realnvp(X, settings):
     Examples
     --------
     >>> import torch
-    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows import FlowSettings
     >>> from flowpca.flows.coupling import build_realnvp
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)

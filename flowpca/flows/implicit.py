@@ -252,12 +252,12 @@ def build_implicit(X, settings):
     Examples
     --------
     >>> import torch
-    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows import FlowSettings
     >>> from flowpca.flows.implicit import build_implicit
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
     >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_sizes": (8,)},
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
     ...                         generator=torch.Generator().manual_seed(0))
     >>> flow = build_implicit(X, settings)
     >>> flow.n_blocks

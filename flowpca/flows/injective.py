@@ -40,8 +40,7 @@ import math
 
 import torch
 
-from ._base import Flow
-from ._families import data_scale
+from ._base import Flow, covariance_spectrum, data_scale
 from .mlp import MLPFlow
 
 _VOLUME_MODES = ("exact", "stochastic")
@@ -737,11 +736,10 @@ def _colouring_body(X, alpha, n_layers, activation, input_scale=0.5):
     coordinates, the latent ones, are the leading principal directions): the first
     layer scales by ``input_scale``, the hidden ones are identities, the last undoes the
     scale and colours."""
-    n_samples, n_features = X.shape
+    n_features = X.shape[1]
     eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
-    covariance = X.T @ X / n_samples + alpha * eye
-    variances, vectors = torch.linalg.eigh(covariance)
-    colouring = vectors * variances.clamp_min(torch.finfo(X.dtype).tiny).sqrt()
+    variances, vectors = covariance_spectrum(X, alpha)
+    colouring = vectors * variances.sqrt()
     body = MLPFlow(n_features, n_layers=n_layers, activation=activation).to(X.device, X.dtype)
     with torch.no_grad():
         if n_layers:
@@ -780,7 +778,7 @@ def build_injective(X, settings):
     Examples
     --------
     >>> import torch
-    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows import FlowSettings
     >>> from flowpca.flows.injective import build_injective
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)

@@ -4,8 +4,7 @@ import torch
 from torch import nn
 
 from .. import _linalg
-from ._base import Flow
-from ._families import data_scale
+from ._base import Flow, data_scale
 
 
 class LinearFlow(Flow):

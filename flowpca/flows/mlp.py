@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import _linalg
-from ._base import Flow
+from ._base import Flow, check_frobenius_method, whitening
 
 
 def _asinh(u, square=None, root=None):
@@ -146,14 +146,6 @@ class _LeakySoftplus:
 
 
 _ACTIVATIONS = {"asinh": _Asinh(), "leaky_softplus": _LeakySoftplus(0.1)}
-
-_FROBENIUS_METHODS = ("exact", "hutchinson")
-
-
-def _check_method(method):
-    if method not in _FROBENIUS_METHODS:
-        raise ValueError(f"method must be one of {_FROBENIUS_METHODS}, got {method!r}.")
-
 
 class MLPFlow(Flow):
     """Invertible MLP flow ``y = W_L h_L + b_L``, ``h_{l+1} = sigma(W_l h_l + b_l)``.
@@ -318,7 +310,7 @@ class MLPFlow(Flow):
         >>> torch.allclose(y.std(dim=0, correction=0), torch.ones(3, dtype=torch.float64))
         True
         """
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         flow = cls(n_features, n_layers=n_layers, activation=activation).to(
             device=X.device, dtype=X.dtype)
         if generator is None:
@@ -326,12 +318,7 @@ class MLPFlow(Flow):
         with torch.no_grad():
             X = X.detach()
             eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
-            covariance = X.T @ X / n_samples + alpha * eye
-            variances, vectors = torch.linalg.eigh(covariance)
-            # Eigenvalues of Sigma + alpha I are at least alpha: smaller ones are rounding
-            # (eigh resolves them to ~eps times the largest).
-            smallest = max(float(alpha), torch.finfo(X.dtype).tiny)
-            weight = (vectors * variances.clamp_min(smallest).rsqrt()).T
+            weight = whitening(X, alpha)
             if flow.n_layers:
                 weight = weight * hidden_scale
             # The floor alpha acts like isotropic noise of variance alpha on X: `floor` is
@@ -720,32 +707,10 @@ class MLPFlow(Flow):
         return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
 
     def _frobenius_pass(self, x, method, n_probes, generator, log_det):
-        _check_method(method)
+        check_frobenius_method(method)
         if method == "exact":
             y, log_abs_det, z, _ = self._pass(x, identity=True, log_det=log_det)
             return y, log_abs_det, z.pow(2).sum(dim=(1, 2))
         probes = self._probes(x, n_probes, generator)
         y, log_abs_det, z, _ = self._pass(x, tangents=probes, log_det=log_det)
         return y, log_abs_det, z.pow(2).sum(dim=2).mean(dim=1)
-
-
-def build_mlp(X, settings):
-    """``flow='mlp'``: :meth:`MLPFlow.from_data` with ``n_layers`` and ``activation``.
-
-    ``flow_params`` may set ``noise_scale`` and ``hidden_scale`` of the initialization,
-    and ``lipschitz`` (None): a float ``L > 1`` builds a
-    :class:`~flowpca.flows.BiLipschitzMLPFlow`, every layer's singular values in
-    ``[1/L, L]``.
-    """
-    params = settings.params("mlp", {"noise_scale": 0.01, "hidden_scale": 1.0,
-                                     "lipschitz": None})
-    lipschitz = params.pop("lipschitz")
-    if lipschitz is not None:
-        from ._bilipschitz import BiLipschitzMLPFlow
-
-        return BiLipschitzMLPFlow.from_data(
-            X, settings.alpha, n_layers=settings.n_layers, activation=settings.activation,
-            generator=settings.generator, lipschitz=lipschitz, **params)
-    return MLPFlow.from_data(X, settings.alpha, n_layers=settings.n_layers,
-                             activation=settings.activation, generator=settings.generator,
-                             **params)

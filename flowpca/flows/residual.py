@@ -7,6 +7,7 @@ block is invertible (by fixed-point iteration) and its Jacobian ``I + J_g`` is d
 the local components vary genuinely with ``x``.
 """
 
+import dataclasses
 import math
 import warnings
 
@@ -16,39 +17,11 @@ from torch import nn
 
 from .. import _linalg
 from . import _spectral
-from ._base import Flow, draw_seed
+from ._base import Flow, draw_seed, whitening
 
 # Rows per chunk of the exact log-determinant at evaluation: at most this many floats in
 # the per-row Jacobians of one block.
 _EXACT_CHUNK_FLOATS = 2**23
-
-
-def whitening(X, alpha):
-    """``diag((lambda + alpha)^-1/2) V^T`` for ``X^T X / n + alpha I = V diag(lambda +
-    alpha) V^T``: the linear flow's optimum (``X`` centered).
-
-    Parameters
-    ----------
-    X : torch.Tensor of shape (n, D)
-        Centered data.
-    alpha : float
-        Variance floor.
-
-    Returns
-    -------
-    torch.Tensor of shape (D, D)
-        ``W`` with ``W (X^T X / n + alpha I) W^T = I`` (eigenvalues below the floor's
-        rounding clamped).
-    """
-    n_samples, n_features = X.shape
-    X = X.detach()
-    eye = torch.eye(n_features, dtype=X.dtype, device=X.device)
-    variances, vectors = torch.linalg.eigh(X.T @ X / n_samples + alpha * eye)
-    smallest = max(float(alpha), torch.finfo(X.dtype).tiny)
-    # Eigenvalues below alpha are rounding; data on a subspace with alpha=0 keep a
-    # finite (if huge) scale rather than an infinite one.
-    floor = max(smallest, float(variances.max()) * torch.finfo(X.dtype).eps)
-    return (vectors * variances.clamp_min(floor).rsqrt()).T
 
 
 def _warn_not_converged(what, residual, tol, max_iter):
@@ -640,20 +613,30 @@ def residual_params(family, settings, extra_defaults=None):
     params : dict
         Every accepted key (see :func:`build_residual`) with its validated value.
     """
-    defaults = {"hidden_sizes": (32, 32), "lipschitz": 0.9, "n_power_iterations": 1,
+    flow_params = dict(settings.flow_params)
+    if "hidden_sizes" in flow_params:  # the residual families' name before 0.2
+        if "hidden_features" in flow_params:
+            raise ValueError("flow_params has both 'hidden_features' and its deprecated "
+                             "name 'hidden_sizes'; keep 'hidden_features'.")
+        warnings.warn("flow_params['hidden_sizes'] is deprecated and will be removed in "
+                      "flowpca 0.3: use 'hidden_features', the name every family uses.",
+                      FutureWarning, stacklevel=2)
+        flow_params["hidden_features"] = flow_params.pop("hidden_sizes")
+    settings = dataclasses.replace(settings, flow_params=flow_params)
+    defaults = {"hidden_features": (32, 32), "lipschitz": 0.9, "n_power_iterations": 1,
                 "activation": "lipswish", "exact_logdet_max_features": 10,
                 "eval_exact_logdet_max_features": 512, "n_exact_terms": 2,
                 "geometric_p": 0.5, "inverse_tol": 1e-10, "inverse_max_iter": 500,
                 "output_scale": 0.1, **(extra_defaults or {})}
     params = settings.params(family, defaults)
-    hidden = params["hidden_sizes"]
+    hidden = params["hidden_features"]
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         hidden = (hidden,)
     if not (isinstance(hidden, (tuple, list)) and all(
             isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in hidden)):
-        raise ValueError(f"flow_params['hidden_sizes'] must be a tuple of positive ints, "
-                         f"got {params['hidden_sizes']!r}.")
-    params["hidden_sizes"] = tuple(hidden)
+        raise ValueError(f"flow_params['hidden_features'] must be a tuple of positive "
+                         f"ints, got {params['hidden_features']!r}.")
+    params["hidden_features"] = tuple(hidden)
     params["lipschitz"] = _probability("lipschitz", params["lipschitz"])
     params["geometric_p"] = _probability("geometric_p", params["geometric_p"],
                                          closed_right=True)
@@ -678,7 +661,8 @@ def build_residual(X, settings):
 
     ``flow_params`` (all optional):
 
-    - ``hidden_sizes`` (tuple of int, default (32, 32)): hidden widths of each ``g``;
+    - ``hidden_features`` (tuple of int, default (32, 32)): hidden widths of each ``g``
+      (``hidden_sizes`` before flowpca 0.2: deprecated, with a ``FutureWarning``);
     - ``lipschitz`` (float in (0, 1), default 0.9): spectral-norm bound of each layer;
     - ``n_power_iterations`` (int, default 1): power iterations per training step;
     - ``activation`` ('lipswish' or 'elu', default 'lipswish');
@@ -705,12 +689,12 @@ def build_residual(X, settings):
     Examples
     --------
     >>> import torch
-    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows import FlowSettings
     >>> from flowpca.flows.residual import build_residual
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
     >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_sizes": (8,)},
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
     ...                         generator=torch.Generator().manual_seed(0))
     >>> flow = build_residual(X, settings)
     >>> flow.n_blocks
@@ -742,6 +726,7 @@ def build_residual_like(cls, family, X, settings):
     """
     params = residual_params(family, settings)
     output_scale = params.pop("output_scale")
+    params["hidden_sizes"] = params.pop("hidden_features")
     seed = draw_seed(settings.generator)
     return cls.from_data(X, settings.alpha, generator=settings.generator,
                          output_scale=output_scale, n_blocks=settings.n_layers, seed=seed,

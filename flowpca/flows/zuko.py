@@ -21,7 +21,7 @@ import math
 
 import torch
 
-from ._base import Flow, draw_seed
+from ._base import Flow, check_frobenius_method, draw_seed
 
 _INSTALL_HINT = ('zuko is required for the flows of the zuko family (flow=\'nsf\', the '
                  'default, and \'maf\'); install it with: pip install zuko')
@@ -37,8 +37,6 @@ _FORWARD_MODE_TANGENTS = 4096
 # Rows per forward pass of jacobian() and the exact Frobenius norm (bounds the memory of
 # the autograd graph; the chunks' results are concatenated).
 _CHUNK_ROWS = 4096
-
-_FROBENIUS_METHODS = ("exact", "hutchinson")
 
 
 def _import_zuko():
@@ -396,8 +394,7 @@ class ZukoFlow(Flow):
         return self._with_input_gradients(x, compute)
 
     def _frobenius(self, x, method, n_probes, generator, log_det):
-        if method not in _FROBENIUS_METHODS:
-            raise ValueError(f"method must be one of {_FROBENIUS_METHODS}, got {method!r}.")
+        check_frobenius_method(method)
         if method == "exact":
             parts = [self._jacobian_pass(x[start:start + _CHUNK_ROWS])
                      for start in range(0, x.shape[0], _CHUNK_ROWS)]
@@ -688,7 +685,7 @@ def build_nsf(X, settings):
     Examples
     --------
     >>> import torch
-    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows import FlowSettings
     >>> from flowpca.flows.zuko import build_nsf
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
@@ -735,7 +732,7 @@ def build_maf(X, settings):
     Examples
     --------
     >>> import torch
-    >>> from flowpca.flows._families import FlowSettings
+    >>> from flowpca.flows import FlowSettings
     >>> from flowpca.flows.zuko import build_maf
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
