@@ -19,11 +19,10 @@ from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, v
 from . import _device, _persistence, density
 from ._chunks import LazilyCentered, flow_device_dtype
 from ._version import __version__
-from .components import component_map_from_legacy_state, component_map_from_state, \
-    intrinsic_dimension, make_component_map
+from .components import intrinsic_dimension, make_component_map
 from .flows import Flow
-from .flows._families import (AUTO_PARAMETERS, FAMILY_DEFAULTS, INSTANCE_DEFAULTS,
-                              FlowSettings, family_names, resolve_defaults)
+from .flows._families import (AUTO_PARAMETERS, FlowSettings, family_names, n_validation,
+                              resolve_settings, resolve_solver)
 
 # Fitted attributes that only gradient-trained models have.
 _SOLVER_ATTRIBUTES = ("loss_curve_", "n_iter_", "validation_scores_", "alpha_scores_")
@@ -34,6 +33,18 @@ def _n_components_from_ratio(ratio, fraction):
     rule)."""
     cumulative = np.cumsum(ratio)
     return int(min(np.searchsorted(cumulative, fraction, side="right") + 1, ratio.size))
+
+
+def _resolve_n_components(n_components, ratio, n_features, intrinsic_dimension):
+    """``n_components_`` from the parameter, the explained-variance ``ratio`` and the
+    intrinsic dimension."""
+    if n_components is None:
+        return n_features
+    if isinstance(n_components, str):  # 'auto'
+        return max(1, intrinsic_dimension)
+    if isinstance(n_components, Integral):
+        return int(n_components)
+    return _n_components_from_ratio(ratio, n_components)
 
 
 class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
@@ -57,38 +68,28 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         model is always full-dimensional, whatever this is.
     flow : {'nsf', 'mlp', 'linear', 'realnvp', 'residual', 'implicit', 'maf', \
             'injective'}, Flow or zuko.flows.Flow, default='nsf'
-        The default, 'nsf', had the best held-out likelihood of the families at equal CPU
-        time on two moons and, with 'maf', on the paper's sine
-        (``benchmarks/results/defaults.md``); its integrated components recover the paper's
-        S-curve factors (absolute Spearman correlation >= 0.99). 'mlp' is the paper's
-        model.
-        'injective' is a rectangular flow ``x = mean_ + g(z)`` from an
-        ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
-        ``n_components='auto'``, ``d`` is the ``intrinsic_dimension_`` of a preliminary
-        'mlp' fit): :meth:`transform` returns the latent ``z``, :meth:`inverse_transform`
-        the point ``g(z)`` on the manifold, :meth:`sample` draws on the manifold,
-        :meth:`score_samples` is the density on the manifold (see there) and
-        ``explained_variance_`` the variances of the latent coordinates; ``alpha`` and
-        ``flow_params`` (``latent_layers``, ``noise_variance``, ``volume``, ``n_probes``)
-        as in :func:`flowpca.flows.injective.build_injective`.
-        The flow family: 'mlp' is the paper's invertible MLP (``n_layers`` blocks of a full
-        affine map and an invertible elementwise nonlinearity, then an affine map);
-        'linear' is ``f(x) = W x``, i.e. PCA; 'realnvp' is RealNVP (the paper's
-        comparator: an affine map started at the data's whitening, then ``n_layers``
-        affine coupling layers with alternating masks and ReLU conditioners, see
-        :class:`flowpca.flows.RealNVPFlow`); 'nsf' is zuko's neural spline flow
-        (``n_layers`` rational-quadratic spline couplings) and 'maf' its masked
-        autoregressive flow (``n_layers`` affine autoregressive layers), both after a
-        fixed standardization (see :class:`flowpca.flows.NSFFlow`). A
-        :class:`flowpca.flows.Flow` instance is used as
-        the initial flow (it is copied, never modified); an unconditional
-        ``zuko.flows.Flow`` (or lazy transform) is copied and wrapped in
-        :class:`flowpca.flows.ZukoFlow`, standardized on the training data.
-        'residual' is an invertible residual flow (``n_layers`` blocks ``h + g(h)`` with
-        ``Lip(g) < 1``, :class:`flowpca.flows.ResidualFlow`) and 'implicit' an implicit
-        flow (``n_layers`` blocks ``x + g_x(x) = z + g_z(z)``,
-        :class:`flowpca.flows.ImplicitFlow`), both after an affine map started at the
-        data's whitening.
+        The family (``n_layers`` is its depth; see each class for the details):
+
+        - 'nsf' (the default) and 'maf': zuko's neural spline flow (rational-quadratic
+          spline couplings) and masked autoregressive flow after a fixed standardization
+          (:class:`flowpca.flows.NSFFlow`, :class:`flowpca.flows.MAFFlow`); 'nsf' had the
+          best held-out likelihood of the families at equal CPU time on two moons and,
+          with 'maf', on the paper's sine (``benchmarks/results/defaults.md``), and its
+          integrated components recover the paper's S-curve factors.
+        - 'mlp': the paper's invertible MLP (:class:`flowpca.flows.MLPFlow`).
+        - 'linear': ``f(x) = W x``, i.e. PCA, solved in closed form.
+        - 'realnvp': RealNVP, the paper's comparator (:class:`flowpca.flows.RealNVPFlow`).
+        - 'residual' and 'implicit': invertible residual and implicit flows
+          (:class:`flowpca.flows.ResidualFlow`, :class:`flowpca.flows.ImplicitFlow`).
+        - 'injective': a rectangular flow ``x = mean_ + g(z)`` from an
+          ``n_components``-dimensional latent (:class:`flowpca.flows.InjectiveFlow`; for
+          ``n_components='auto'`` the ``intrinsic_dimension_`` of a preliminary 'mlp'
+          fit): :meth:`transform` returns ``z``, :meth:`inverse_transform` and
+          :meth:`sample` give points on the manifold, :meth:`score_samples` the density
+          on it and ``explained_variance_`` the latent coordinates' variances.
+        - A :class:`flowpca.flows.Flow` instance is the initial flow (copied, never
+          modified); an unconditional ``zuko.flows.Flow`` (or lazy transform) is copied,
+          wrapped in :class:`flowpca.flows.ZukoFlow` and standardized on the data.
     alpha : float or 'auto', default='auto'
         Weight of the Tikhonov penalty on the flow's Jacobian. It has units of variance:
         for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
@@ -134,7 +135,9 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         (512; the same for scoring), ``n_exact_terms`` (2) and ``geometric_p`` (0.5) of
         the estimator, ``inverse_tol`` (1e-10) and ``inverse_max_iter`` (500) of the
         block inversions (and of the implicit flow's root finding), and ``output_scale``
-        (0.1) of the initialization (see :func:`flowpca.flows.residual.build_residual`).
+        (0.1) of the initialization (see :func:`flowpca.flows.residual.build_residual`);
+        'injective' accepts ``latent_layers``, ``noise_variance``, ``volume`` and
+        ``n_probes`` (see :func:`flowpca.flows.injective.build_injective`).
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
         training (only when ``alpha > 0``): 'exact' pushes the identity through the flow
@@ -311,14 +314,60 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     Examples
     --------
+    The linear flow is PCA, and its density the Gaussian with covariance
+    ``Sigma + alpha I``:
+
     >>> import numpy as np
+    >>> from scipy.stats import multivariate_normal
+    >>> from sklearn.decomposition import PCA
     >>> from flowpca import NormalizingFlowPCA
-    >>> X = np.random.RandomState(0).normal(size=(100, 3)) * [3.0, 1.0, 0.1]
-    >>> model = NormalizingFlowPCA(n_components=2, flow="linear").fit(X)
-    >>> model.transform(X).shape
-    (100, 2)
-    >>> model.explained_variance_.round(1)
-    array([9.5, 1. ])
+    >>> from flowpca.datasets import make_embedded_plane, make_sine_wave
+    >>> X, _ = make_sine_wave(200, random_state=0)
+    >>> linear = NormalizingFlowPCA(n_components=2, flow="linear", alpha=1e-3).fit(X)
+    >>> np.allclose(linear.transform(X), PCA(n_components=2).fit_transform(X))
+    True
+    >>> gaussian = multivariate_normal(X.mean(axis=0),
+    ...                                np.cov(X.T, bias=True) + 1e-3 * np.eye(3))
+    >>> np.allclose(linear.score_samples(X[:5]), gaussian.logpdf(X[:5]))
+    True
+    >>> np.allclose(linear.local_covariance(X[:1])[0], gaussian.cov)
+    True
+    >>> linear.get_feature_names_out()
+    array(['flowpca0', 'flowpca1'], dtype=object)
+
+    Directions the data do not occupy get the floor ``alpha`` as their local variance,
+    and do not count in the dimension:
+
+    >>> P, _ = make_embedded_plane(200, random_state=0)
+    >>> plane = NormalizingFlowPCA(flow="linear", alpha=1e-4).fit(P)
+    >>> plane.local_variances(P[:1]).round(4)
+    array([[5.2161e+00, 1.8622e+00, 1.0000e-04]])
+    >>> plane.intrinsic_dimension_, plane.local_intrinsic_dimension(P[:3])
+    (2, array([2, 2, 2]))
+
+    A nonlinear flow (trained for a few epochs only here): with all components kept,
+    ``inverse_transform`` brings the points back.
+
+    >>> model = NormalizingFlowPCA(n_layers=2, max_iter=5, random_state=0).fit(X)
+    >>> model.n_components_, model.n_iter_, len(model.loss_curve_)
+    (3, 5, 5)
+    >>> Z = model.transform(X)
+    >>> np.allclose(model.inverse_transform(Z[:5]), X[:5], atol=1e-6)
+    True
+    >>> directions = model.local_directions(X[:4])  # unit columns, like Z's components
+    >>> directions.shape, np.allclose(np.linalg.norm(directions, axis=1), 1.0)
+    ((4, 3, 3), True)
+    >>> np.array_equal(model.sample(4, random_state=1), model.sample(4, random_state=1))
+    True
+
+    An injective flow learns a manifold of dimension ``n_components``; its samples lie on
+    it:
+
+    >>> curve = NormalizingFlowPCA(2, flow="injective", n_layers=2, max_iter=5,
+    ...                            random_state=0).fit(X)
+    >>> bool(np.allclose(curve.off_manifold_distance(curve.sample(5, random_state=0)), 0,
+    ...                  atol=1e-6))
+    True
     """
 
     # return_residuals is an output option, not metadata: no set_inverse_transform_request.
@@ -409,15 +458,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         self : NormalizingFlowPCA
             The fitted estimator.
 
-        Examples
-        --------
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=5,
-        ...                            random_state=0).fit(X)
-        >>> model.n_components_, model.n_iter_, len(model.loss_curve_)
-        (2, 5, 5)
         """
         previous_state = self.__dict__.copy()
         try:
@@ -439,11 +479,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         if self.flow_params is not None and not isinstance(self.flow, str):
             raise ValueError("flow_params applies to a flow family given by name, not to "
                              "a Flow instance; configure the instance instead.")
-        solver = self._resolve_solver()
+        solver = resolve_solver(self.flow, self.solver)
         device = _device.resolve_device(self.device)
         dtype = _device.resolve_dtype(self.dtype, device)
         random_state = check_random_state(self.random_state)
-        settings = self._resolve_auto(n_samples, n_features, solver)
+        settings = resolve_settings(
+            self.flow, {name: getattr(self, name) for name in AUTO_PARAMETERS}, n_samples,
+            n_features, solver, self.validation_fraction)
 
         # The density.
         mean, Xc = density.center(X, dtype)
@@ -468,7 +510,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             intrinsic_dimension(typical, alpha, self.intrinsic_dimension_threshold)
         ratio = variances / variances.sum()
         n_components = flow.n_components if flow.is_injective else \
-            self._resolve_n_components(ratio, n_features, dimension)
+            _resolve_n_components(self.n_components, ratio, n_features, dimension)
         component_map.fit(flow, Xc, n_components, random_state)
 
         for name in _SOLVER_ATTRIBUTES + ("components_",):
@@ -501,7 +543,7 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         x_train, x_val = Xc, None
         if settings["early_stopping"]:
             x_train, x_val = density.split_validation(
-                Xc, self._n_validation(Xc.shape[0]), random_state)
+                Xc, n_validation(self.validation_fraction, Xc.shape[0]), random_state)
         # Train in the family's dtype where the model's was left to 'auto' on the CPU
         # (zuko's flows: float32, as the plain zuko loop they were measured against);
         # the fitted flow is cast back.
@@ -552,42 +594,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
                 np.mean(density.score_samples(self.flow_, x_val))
                 - np.mean(baseline.score_samples(x_val)))
 
-    def _resolve_solver(self):
-        is_linear = isinstance(self.flow, str) and self.flow == "linear" or (
-            isinstance(self.flow, Flow) and self.flow.is_linear)
-        if self.solver == "auto":
-            return "exact" if is_linear else "adam"
-        if self.solver == "exact" and not is_linear:
-            raise ValueError("solver='exact' is only available for flow='linear'; use "
-                             "solver='adam' or 'auto'.")
-        return self.solver
-
-    def _resolve_auto(self, n_samples, n_features, solver):
-        """Every parameter of :data:`~flowpca.flows._families.AUTO_PARAMETERS` for this
-        fit: the user's value, or the family's default for 'auto' (see
-        :data:`~flowpca.flows._families.FAMILY_DEFAULTS`), for the number of rows the
-        optimizer sees (those left by the validation split)."""
-        if isinstance(self.flow, str):
-            table = FAMILY_DEFAULTS[self.flow]
-        else:
-            table = INSTANCE_DEFAULTS["flow" if isinstance(self.flow, Flow) else "zuko"]
-        given = {name: getattr(self, name) for name in AUTO_PARAMETERS}
-        # The split is decided first: the sizes depend on the rows it leaves.
-        early_stopping = (table["early_stopping"] if given["early_stopping"] == "auto"
-                          else given["early_stopping"]) and solver != "exact"
-        n_train = n_samples - self._n_validation(n_samples) if early_stopping else n_samples
-        settings = resolve_defaults(table, {**given, "early_stopping": early_stopping},
-                                    n_train, n_features)
-        if solver == "exact" and not isinstance(settings["alpha"], Real):
-            settings["alpha"] = FAMILY_DEFAULTS["linear"]["alpha"]
-        return settings
-
-    def _n_validation(self, n_samples):
-        n_val = max(1, int(round(self.validation_fraction * n_samples)))
-        if n_val >= n_samples:
-            raise ValueError("validation_fraction leaves no training samples.")
-        return n_val
-
     def _latent_dimension(self, Xc):
         """The latent dimension ``d`` of ``flow='injective'`` (None for other families):
         ``n_components`` as an int, all features for None, and for 'auto' the
@@ -602,15 +608,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             return max(1, preliminary.fit(Xc).intrinsic_dimension_)
         raise ValueError(f"flow='injective' needs an int n_components (the latent "
                          f"dimension), 'auto' or None; got {self.n_components!r}.")
-
-    def _resolve_n_components(self, ratio, n_features, intrinsic_dimension):
-        if self.n_components is None:
-            return n_features
-        if isinstance(self.n_components, str):  # 'auto'
-            return max(1, intrinsic_dimension)
-        if isinstance(self.n_components, Integral):
-            return int(self.n_components)
-        return _n_components_from_ratio(ratio, self.n_components)
 
     def _validate_centered(self, X):
         """Validated ``X``, centered lazily chunk by chunk (no centered copy of X)."""
@@ -646,23 +643,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         X_new : ndarray of shape (n_samples, `n_components_`)
             The un-whitened local components, largest local variance first.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=5,
-        ...                            random_state=0).fit(X)
-        >>> model.transform(X).shape
-        (200, 2)
-
-        The linear flow's components are PCA's:
-
-        >>> from sklearn.decomposition import PCA
-        >>> linear = NormalizingFlowPCA(n_components=2, flow="linear").fit(X)
-        >>> np.allclose(linear.transform(X), PCA(n_components=2).fit_transform(X))
-        True
         """
         Xc = self._validate_centered(X)
         return self._component_map.transform(self.flow_, Xc)
@@ -707,16 +687,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         residuals : ndarray of shape (n_samples,)
             Only with ``return_residuals``.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(n_layers=2, max_iter=5, random_state=0).fit(X)
-        >>> X_back = model.inverse_transform(model.transform(X[:5]))
-        >>> np.allclose(X_back, X[:5], atol=1e-6)  # all components kept: X comes back
-        True
         """
         X = self._check_components(X)
         X_original, residuals = self._component_map.inverse(
@@ -742,17 +712,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         variances : ndarray of shape (n_samples, n_features)
             Each row sorted in decreasing order.
 
-        Examples
-        --------
-        A plane in 3-D: the direction across it has variance ``alpha``, the floor.
-
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_embedded_plane
-        >>> X, _ = make_embedded_plane(200, random_state=0)
-        >>> model = NormalizingFlowPCA(flow="linear", alpha=1e-4).fit(X)
-        >>> model.local_variances(X[:2]).round(4)
-        array([[5.2161e+00, 1.8622e+00, 1.0000e-04],
-               [5.2161e+00, 1.8622e+00, 1.0000e-04]])
         """
         Xc = self._validate_centered(X)
         return self._component_map.local_variances(self.flow_, Xc)
@@ -774,15 +733,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         -------
         dimensions : ndarray of shape (n_samples,), dtype int
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> rng = np.random.RandomState(0)
-        >>> X = rng.normal(size=(200, 3)) * [2.0, 1.0, 1e-3]  # a flat sheet in 3-D
-        >>> model = NormalizingFlowPCA(flow="linear").fit(X)
-        >>> model.local_intrinsic_dimension(X[:3])
-        array([2, 2, 2])
         """
         Xc = self._validate_centered(X)
         return self._component_map.local_intrinsic_dimension(
@@ -802,19 +752,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             Unit columns ``v_i(x)`` ordered like :meth:`transform`'s components and with
             the same signs. For the linear flow, ``components_.T`` at every point.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(n_components=2, n_layers=2, max_iter=5,
-        ...                            random_state=0).fit(X)
-        >>> directions = model.local_directions(X[:4])
-        >>> directions.shape
-        (4, 3, 2)
-        >>> np.allclose(np.linalg.norm(directions, axis=1), 1.0)
-        True
         """
         Xc = self._validate_centered(X)
         return self._component_map.directions(self.flow_, Xc)
@@ -833,16 +770,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
             For the linear flow, PCA's covariance (times ``(n - 1) / n``) plus
             ``alpha I`` at every point.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(flow="linear", alpha=1e-3).fit(X)
-        >>> covariance = model.local_covariance(X[:1])[0]
-        >>> np.allclose(covariance, np.cov(X.T, bias=True) + 1e-3 * np.eye(3))
-        True
         """
         Xc = self._validate_centered(X)
         return self._component_map.local_covariance(self.flow_, Xc)
@@ -868,20 +795,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         log_likelihood : ndarray of shape (n_samples,)
             ``log p(x)`` of each sample.
 
-        Examples
-        --------
-        The linear flow's density is the Gaussian with covariance ``Sigma + alpha I``:
-
-        >>> import numpy as np
-        >>> from scipy.stats import multivariate_normal
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(flow="linear", alpha=1e-3).fit(X)
-        >>> gaussian = multivariate_normal(X.mean(axis=0),
-        ...                                np.cov(X.T, bias=True) + 1e-3 * np.eye(3))
-        >>> np.allclose(model.score_samples(X[:5]), gaussian.logpdf(X[:5]))
-        True
         """
         Xc = self._validate_centered(X)
         return density.score_samples(self.flow_, Xc)
@@ -902,20 +815,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         distance : ndarray of shape (n_samples,)
             Euclidean distance, in the units of ``X``.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(2, flow="injective", n_layers=2, max_iter=5,
-        ...                            random_state=0).fit(X)
-        >>> distance = model.off_manifold_distance(X)
-        >>> distance.shape
-        (200,)
-        >>> bool(np.allclose(model.off_manifold_distance(model.sample(5, random_state=0)),
-        ...                  0, atol=1e-6))  # samples lie on the manifold
-        True
         """
         Xc = self._validate_centered(X)
         return self._component_map.off_manifold_distance(self.flow_, Xc)
@@ -935,14 +834,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         score : float
             Mean of :meth:`score_samples` over ``X``, in nats.
 
-        Examples
-        --------
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(flow="linear").fit(X)
-        >>> round(model.score(X), 2)
-        -3.85
         """
         return float(np.mean(self.score_samples(X)))
 
@@ -961,17 +852,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         X : ndarray of shape (n_samples, n_features)
             The samples, in data space.
 
-        Examples
-        --------
-        >>> import numpy as np
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> model = NormalizingFlowPCA(n_layers=2, max_iter=5, random_state=0).fit(X)
-        >>> model.sample(4).shape
-        (4, 3)
-        >>> np.array_equal(model.sample(4, random_state=1), model.sample(4, random_state=1))
-        True
         """
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
@@ -995,13 +875,6 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         feature_names_out : ndarray of str objects
             One name per component.
 
-        Examples
-        --------
-        >>> from flowpca import NormalizingFlowPCA
-        >>> from flowpca.datasets import make_sine_wave
-        >>> X, _ = make_sine_wave(200, random_state=0)
-        >>> NormalizingFlowPCA(n_components=2, flow="linear").fit(X).get_feature_names_out()
-        array(['flowpca0', 'flowpca1'], dtype=object)
         """
         check_is_fitted(self)
         _check_feature_names_in(self, input_features)
@@ -1009,43 +882,12 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ persistence
     def __getstate__(self):
-        # No torch object in the state (see flowpca._persistence): flows as class name,
-        # configuration and numpy weights on CPU; a torch.device parameter as a string;
-        # the component map as plain values.
-        state = dict(super().__getstate__())  # object.__getstate__ returns __dict__ itself
-        for name, value in state.items():
-            if isinstance(value, Flow):
-                state[name] = _persistence.flow_to_state(value)
-            elif isinstance(value, torch.device):
-                state[name] = _persistence.device_to_state(value)
-        if "_component_map" in state:
-            state["_component_map"] = state["_component_map"].get_state()
-        state["_flowpca_version"] = __version__
-        return state
+        # No torch object in the state (see flowpca._persistence).
+        return _persistence.estimator_to_state(dict(super().__getstate__()), __version__)
 
     def __setstate__(self, state):
-        state = dict(state)
-        _persistence.warn_if_other_version(type(self).__name__,
-                                           state.pop("_flowpca_version", None), __version__)
-        for name, value in state.items():
-            if _persistence.is_stored_flow(value):
-                flow = _persistence.flow_from_state(value)
-                # A fitted flow is frozen; a flow given as the parameter stays trainable.
-                state[name] = flow.requires_grad_(False).eval() if name.endswith("_") else flow
-            else:
-                state[name] = _persistence.device_from_state(value)
-        if "flow_" in state:
-            if isinstance(state.get("_component_map"), dict):
-                state["_component_map"] = component_map_from_state(state["_component_map"])
-            else:  # saved before the component maps
-                state["_component_map"] = component_map_from_legacy_state(state,
-                                                                          state["flow_"])
-            if "alpha_" not in state:
-                # Saved before the 'auto' parameters: every value was explicit then.
-                for name in AUTO_PARAMETERS:
-                    state.setdefault(f"{name}_", state.get(name))
-                state.setdefault("alpha_scores_", None)
-        super().__setstate__(state)
+        super().__setstate__(_persistence.estimator_from_state(
+            state, type(self).__name__, __version__))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

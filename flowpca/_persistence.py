@@ -120,4 +120,47 @@ def warn_if_other_version(estimator_name, saved_version, current_version):
     if saved_version is not None and saved_version != current_version:
         warnings.warn(InconsistentVersionWarning(
             estimator_name=estimator_name, original_flowpca_version=saved_version,
-            current_flowpca_version=current_version), stacklevel=3)
+            current_flowpca_version=current_version), stacklevel=4)
+
+
+def estimator_to_state(state, version):
+    """An estimator's ``__dict__`` as stored: flows as :func:`flow_to_state`, a
+    ``torch.device`` as its string, the component map as plain values, and the flowpca
+    ``version``."""
+    for name, value in state.items():
+        if isinstance(value, Flow):
+            state[name] = flow_to_state(value)
+        elif isinstance(value, torch.device):
+            state[name] = device_to_state(value)
+    if "_component_map" in state:
+        state["_component_map"] = state["_component_map"].get_state()
+    state["_flowpca_version"] = version
+    return state
+
+
+def estimator_from_state(state, estimator_name, version):
+    """The estimator's ``__dict__`` from a state of :func:`estimator_to_state`, or of an
+    earlier layout: before the component maps (the reference field in private
+    attributes), or before the 'auto' parameters (every value explicit)."""
+    from .components import component_map_from_legacy_state, component_map_from_state
+    from .flows._families import AUTO_PARAMETERS
+
+    state = dict(state)
+    warn_if_other_version(estimator_name, state.pop("_flowpca_version", None), version)
+    for name, value in state.items():
+        if is_stored_flow(value):
+            flow = flow_from_state(value)
+            # A fitted flow is frozen; a flow given as the parameter stays trainable.
+            state[name] = flow.requires_grad_(False).eval() if name.endswith("_") else flow
+        else:
+            state[name] = device_from_state(value)
+    if "flow_" in state:
+        if isinstance(state.get("_component_map"), dict):
+            state["_component_map"] = component_map_from_state(state["_component_map"])
+        else:
+            state["_component_map"] = component_map_from_legacy_state(state, state["flow_"])
+        if "alpha_" not in state:
+            for name in AUTO_PARAMETERS:
+                state.setdefault(f"{name}_", state.get(name))
+            state.setdefault("alpha_scores_", None)
+    return state

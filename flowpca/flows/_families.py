@@ -9,8 +9,9 @@ optional dependency (zuko) is needed only by the families that use it.
 
 import importlib
 import math
+from numbers import Real
 
-from ._base import FlowSettings  # noqa: F401 (the builders' argument, re-exported)
+from ._base import Flow, FlowSettings  # noqa: F401 (re-exported: the builders' argument)
 from ._bilipschitz import BiLipschitzMLPFlow
 from .mlp import MLPFlow
 
@@ -114,6 +115,47 @@ AUTO_PARAMETERS = ("n_layers", "max_iter", "batch_size", "learning_rate_init",
 # Settings of the table with no estimator parameter: the dtype a family trains in on the
 # CPU (None: the model's) and the gradient-norm clip (inf: none).
 TRAINING_SETTINGS = ("training_dtype", "max_grad_norm")
+
+
+def resolve_solver(flow, solver):
+    """'exact' (the closed form) or 'adam' for the estimator's ``flow`` and ``solver``."""
+    is_linear = isinstance(flow, str) and flow == "linear" or (
+        isinstance(flow, Flow) and flow.is_linear)
+    if solver == "auto":
+        return "exact" if is_linear else "adam"
+    if solver == "exact" and not is_linear:
+        raise ValueError("solver='exact' is only available for flow='linear'; use "
+                         "solver='adam' or 'auto'.")
+    return solver
+
+
+def n_validation(validation_fraction, n_samples):
+    """Rows held out for early stopping."""
+    n_val = max(1, int(round(validation_fraction * n_samples)))
+    if n_val >= n_samples:
+        raise ValueError("validation_fraction leaves no training samples.")
+    return n_val
+
+
+def resolve_settings(flow, given, n_samples, n_features, solver, validation_fraction):
+    """Every parameter of :data:`AUTO_PARAMETERS` for one fit of the estimator's
+    ``flow``: the user's value (in ``given``), or the family's default for 'auto' (see
+    :data:`FAMILY_DEFAULTS`), for the number of rows the optimizer sees (those left by
+    the validation split); the closed form (``solver='exact'``) never holds rows out."""
+    if isinstance(flow, str):
+        table = FAMILY_DEFAULTS[flow]
+    else:
+        table = INSTANCE_DEFAULTS["flow" if isinstance(flow, Flow) else "zuko"]
+    # The split is decided first: the sizes depend on the rows it leaves.
+    early_stopping = (table["early_stopping"] if given["early_stopping"] == "auto"
+                      else given["early_stopping"]) and solver != "exact"
+    n_train = n_samples - n_validation(validation_fraction, n_samples) if early_stopping \
+        else n_samples
+    settings = resolve_defaults(table, {**given, "early_stopping": early_stopping},
+                                n_train, n_features)
+    if solver == "exact" and not isinstance(settings["alpha"], Real):
+        settings["alpha"] = FAMILY_DEFAULTS["linear"]["alpha"]
+    return settings
 
 
 def resolve_defaults(table, given, n_samples, n_features):
