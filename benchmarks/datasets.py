@@ -4,7 +4,7 @@ into training and test sets, with their true latent factors where they exist.
 Every loader returns a :class:`Dataset`. ``load(name, quick=False)`` builds one by name;
 ``NAMES`` lists them in the order the benchmarks report them.
 
-- ``s_curve``: the paper's S-curve (Gaussian position along the curve, DESIGN section 8),
+- ``s_curve``: the paper's S-curve (Gaussian position along the curve, docs/contributing.rst),
   10 000 training points as in the paper.
 - ``sine``: the paper's sine wave, 10 000 training points.
 - ``banana``: the paper's analytic banana (its exact flow is known).

@@ -23,7 +23,8 @@ RTOL = 1e-8
 
 
 class BananaFlow(Flow):
-    """The paper's exact banana flow (DESIGN section 2), acting on centered data."""
+    """The paper's exact banana flow (docs/contributing.rst, "The paper's data sets"),
+    acting on centered data."""
 
     def __init__(self, n_features=2, offset=(0.0, 0.0)):
         super().__init__(n_features)

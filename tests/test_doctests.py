@@ -15,7 +15,7 @@ import pytest
 
 import flowpca
 from flowpca import flows
-from flowpca.flows import coupling, implicit, injective, residual, zuko
+from flowpca.flows import _families, coupling, implicit, injective, residual, zuko
 
 OPTIONFLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
@@ -70,6 +70,8 @@ _FLOW_CLASSES = [flows.RealNVPFlow, flows.ResidualFlow, flows.ImplicitFlow, flow
                  flows.NSFFlow, flows.MAFFlow, flows.InjectiveFlow, flows.BiLipschitzMLPFlow]
 _FLOW_BUILDERS = [coupling.build_realnvp, residual.build_residual, implicit.build_implicit,
                   zuko.build_nsf, zuko.build_maf, injective.build_injective]
+# The builders share one Examples block, the registry's (build_flow).
+_SHARED_EXAMPLES = {*_FLOW_BUILDERS}
 
 # Public methods that return nothing (no Returns section needed).
 _RETURNS_NOTHING = {"finalize_training", "reset_parameters"}
@@ -81,7 +83,7 @@ def _public_api():
     from flowpca import datasets, plotting
 
     objects = [flowpca.NormalizingFlowPCA, flows.Flow, flows.LinearFlow, flows.MLPFlow,
-               *_FLOW_CLASSES, *_FLOW_BUILDERS]
+               *_FLOW_CLASSES, *_FLOW_BUILDERS, _families.build_flow]
     for module in (datasets, plotting):
         objects += [obj for name, obj in vars(module).items()
                     if inspect.isfunction(obj) and not name.startswith("_")
@@ -106,7 +108,8 @@ def test_public_docstrings_have_numpydoc_sections(obj):
     takes_arguments = not inspect.isclass(obj) and any(
         name not in ("self", "cls") for name in inspect.signature(obj).parameters)
     sections = (["Parameters"] if inspect.isclass(obj) or takes_arguments else []) + (
-        [] if is_method else ["Examples"]) + ([] if inspect.isclass(obj) else ["Returns"])
+        [] if is_method or obj in _SHARED_EXAMPLES else ["Examples"]) + (
+        [] if inspect.isclass(obj) else ["Returns"])
     missing = [name for name in sections if f"{name}\n{'-' * len(name)}" not in doc]
     assert not missing, f"{obj.__qualname__} docstring lacks {missing}"
 

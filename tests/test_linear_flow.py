@@ -1,4 +1,4 @@
-"""The linear flow is exactly PCA (DESIGN section 2)."""
+"""The linear flow is exactly PCA (docs/user_guide/theory.rst)."""
 
 import warnings
 

@@ -225,6 +225,28 @@ def build_flow(name, X, settings):
     Returns
     -------
     flow : Flow
+
+    Examples
+    --------
+    Every family is built the same way; each builder (e.g.
+    :func:`flowpca.flows.coupling.build_realnvp`) lists the ``flow_params`` it accepts:
+
+    >>> import torch
+    >>> from flowpca.flows import FlowSettings
+    >>> from flowpca.flows._families import build_flow
+    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
+    ...                 dtype=torch.float64)
+    >>> X = X - X.mean(dim=0)
+    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
+    ...                         generator=torch.Generator().manual_seed(0))
+    >>> for name in ("realnvp", "residual", "implicit", "nsf", "maf"):
+    ...     flow = build_flow(name, X, settings)
+    ...     y, log_abs_det = flow(X)
+    ...     assert (flow.inverse(y) - X).abs().max() < 1e-8, name
+    >>> injective = build_flow("injective", X, FlowSettings(
+    ...     alpha=1e-3, n_layers=2, n_components=2, generator=torch.Generator().manual_seed(0)))
+    >>> injective.project(X).shape
+    torch.Size([20, 2])
     """
     module_name, builder_name = _FAMILIES[name].split(":")
     module = importlib.import_module(f".{module_name}", __package__)

@@ -603,22 +603,6 @@ def build_realnvp(X, settings):
     -------
     flow : RealNVPFlow
 
-    Examples
-    --------
-    >>> import torch
-    >>> from flowpca.flows import FlowSettings
-    >>> from flowpca.flows.coupling import build_realnvp
-    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
-    ...                 dtype=torch.float64)
-    >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
-    ...                         generator=torch.Generator().manual_seed(0))
-    >>> flow = build_realnvp(X, settings)
-    >>> flow.n_couplings
-    2
-    >>> y, log_abs_det = flow(X)
-    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
-    True
     """
     params = settings.params("realnvp", DEFAULT_PARAMS)
     return RealNVPFlow.from_data(

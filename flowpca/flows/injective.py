@@ -775,22 +775,6 @@ def build_injective(X, settings):
     -------
     flow : InjectiveFlow
 
-    Examples
-    --------
-    >>> import torch
-    >>> from flowpca.flows import FlowSettings
-    >>> from flowpca.flows.injective import build_injective
-    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
-    ...                 dtype=torch.float64)
-    >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"latent_layers": 1},
-    ...                         n_components=2,
-    ...                         generator=torch.Generator().manual_seed(0))
-    >>> flow = build_injective(X, settings)
-    >>> flow.project(X).shape
-    torch.Size([20, 2])
-    >>> flow.off_manifold_distance(X).shape
-    torch.Size([20])
     """
     params = settings.params("injective", {"latent_layers": 3, "noise_variance": None,
                                            "volume": "exact", "n_probes": 1})

@@ -686,22 +686,6 @@ def build_residual(X, settings):
     -------
     flow : ResidualFlow
 
-    Examples
-    --------
-    >>> import torch
-    >>> from flowpca.flows import FlowSettings
-    >>> from flowpca.flows.residual import build_residual
-    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
-    ...                 dtype=torch.float64)
-    >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
-    ...                         generator=torch.Generator().manual_seed(0))
-    >>> flow = build_residual(X, settings)
-    >>> flow.n_blocks
-    2
-    >>> y, log_abs_det = flow(X)
-    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
-    True
     """
     return build_residual_like(ResidualFlow, "residual", X, settings)
 

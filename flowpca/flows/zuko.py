@@ -682,22 +682,6 @@ def build_nsf(X, settings):
     -------
     flow : NSFFlow
 
-    Examples
-    --------
-    >>> import torch
-    >>> from flowpca.flows import FlowSettings
-    >>> from flowpca.flows.zuko import build_nsf
-    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
-    ...                 dtype=torch.float64)
-    >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
-    ...                         generator=torch.Generator().manual_seed(0))
-    >>> flow = build_nsf(X, settings)
-    >>> flow.transforms
-    2
-    >>> y, log_abs_det = flow(X)
-    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
-    True
     """
     params = settings.params("nsf", {"hidden_features": (64, 64), "bins": 8, "bound": 5.0})
     flow = NSFFlow(X.shape[1], transforms=settings.n_layers,
@@ -729,22 +713,6 @@ def build_maf(X, settings):
     -------
     flow : MAFFlow
 
-    Examples
-    --------
-    >>> import torch
-    >>> from flowpca.flows import FlowSettings
-    >>> from flowpca.flows.zuko import build_maf
-    >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
-    ...                 dtype=torch.float64)
-    >>> X = X - X.mean(dim=0)
-    >>> settings = FlowSettings(alpha=1e-3, n_layers=2, flow_params={"hidden_features": (8,)},
-    ...                         generator=torch.Generator().manual_seed(0))
-    >>> flow = build_maf(X, settings)
-    >>> flow.transforms
-    2
-    >>> y, log_abs_det = flow(X)
-    >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
-    True
     """
     params = settings.params("maf", {"hidden_features": (64, 64)})
     flow = MAFFlow(X.shape[1], transforms=settings.n_layers,
