@@ -148,9 +148,9 @@ def test_integrated_round_trip_with_all_components(integrated_sine):
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 1])
 def test_nsf_components_recover_the_paper_s_curve(seed):
-    # The paper's S-curve (docs/contributing.rst, "The paper's data sets"): the spline flow's projected components
-    # bend (|rho| 0.3-0.4 for t), its integrated ones (the default for 'nsf') follow t
-    # and the height.
+    # The paper's S-curve (docs/contributing.rst, "The paper's data sets"): the spline
+    # flow's projected components bend (|rho| 0.3-0.4 for t), its integrated ones (the
+    # default for 'nsf') follow t and the height.
     pytest.importorskip("zuko")
     X, latent = make_s_curve_gaussian(2000, random_state=seed)
     with warnings.catch_warnings():

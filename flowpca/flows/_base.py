@@ -350,6 +350,49 @@ class Flow(nn.Module, abc.ABC):
         return y, log_abs_det, self.frobenius_sq(x, method, n_probes, generator)
 
 
+class TangentPassFlow(Flow):
+    """A flow whose Jacobian products all come from one pass through its layers with
+    tangent vectors pushed alongside (the MLP, RealNVP and residual families).
+
+    A family implements the single hook :meth:`_push`; this class turns it into the
+    contract's ``jvp``, ``jacobian``, ``frobenius_sq`` and ``forward_and_frobenius_sq``
+    (their docstrings are :class:`Flow`'s).
+    """
+
+    def _push(self, x, tangents, log_det, generator=None):
+        """``(y, log_abs_det, T)``: ``f(x)``, ``log|det J_f(x)|`` per row (or None
+        without ``log_det``) and the tangents pushed through, ``T[i, k] = J_f(x[i])
+        tangents[i, k]`` of shape ``(n, k, D)``; ``tangents=None`` pushes the identity
+        (``T[i] = J_f(x[i])^T``). ``generator`` serves stochastic log-determinants."""
+        raise NotImplementedError
+
+    def jvp(self, x, v):
+        y, _, T = self._push(x, v.unsqueeze(1), log_det=False)
+        return y, T.squeeze(1)
+
+    def jacobian(self, x):
+        return self._push(x, None, log_det=False)[2].transpose(1, 2)
+
+    def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
+        return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
+
+    def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
+        return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
+
+    def _frobenius_pass(self, x, method, n_probes, generator, log_det):
+        check_frobenius_method(method)
+        if method == "exact":  # the identity pushed through: sum of J's squared entries
+            y, log_abs_det, T = self._push(x, None, log_det, generator)
+            return y, log_abs_det, T.pow(2).sum(dim=(1, 2))
+        if generator is None:
+            raise ValueError("method='hutchinson' needs a torch.Generator: flowpca never "
+                             "draws from torch's global random number generator.")
+        probes = torch.randn((x.shape[0], int(n_probes), x.shape[1]), generator=generator,
+                             dtype=x.dtype, device=generator.device).to(x.device)
+        y, log_abs_det, T = self._push(x, probes, log_det, generator)
+        return y, log_abs_det, T.pow(2).sum(dim=2).mean(dim=1)
+
+
 def draw_seed(generator):
     """A seed for a flow's private generator, drawn from the estimator's generator.
 

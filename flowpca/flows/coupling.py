@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import _linalg
-from ._base import Flow, check_frobenius_method, whitening
+from ._base import TangentPassFlow, whitening
 
 
 #: Defaults of ``flow_params`` for ``flow='realnvp'`` (see :func:`build_realnvp`).
@@ -91,7 +91,7 @@ class _Conditioner(nn.Module):
         return out, tangents
 
 
-class RealNVPFlow(Flow):
+class RealNVPFlow(TangentPassFlow):
     """RealNVP flow: a trainable affine whitening, then affine coupling layers.
 
     ``y = C_K o ... o C_1 (W x + b)`` where coupling ``C_k`` keeps one parity class of the
@@ -422,157 +422,8 @@ class RealNVPFlow(Flow):
             h = torch.cat((a, b), dim=1).index_select(1, unsplit)
         return _linalg.solve(self.weight, (h - self.bias).T).T
 
-    def jvp(self, x, v):
-        """``(f(x), J_f(x) v)`` row by row, from one pass through the linearized layers.
-
-        Parameters
-        ----------
-        x, v : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        y, jv : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import RealNVPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
-        >>> with torch.no_grad():  # non-identity couplings (as after training)
-        ...     for conditioner in flow.conditioners:
-        ...         last = conditioner.weights[-1]
-        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
-        ...                                          dtype=torch.float64))
-        >>> v = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> y, jv = flow.jvp(X, v)
-        >>> torch.allclose(jv, (flow.jacobian(X) @ v.unsqueeze(-1)).squeeze(-1))
-        True
-        """
-        y, _, z = self._pass(x, tangents=v.unsqueeze(1), log_det=False)
-        return y, z.squeeze(1)
-
-    def jacobian(self, x):
-        """Per-row Jacobians, by pushing the identity through the linearized layers.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        torch.Tensor of shape (n, D, D)
-
-        Examples
-        --------
-        With an identity input layer, a coupling's Jacobian is triangular: the kept (even)
-        features do not depend on the transformed (odd) ones.
-
-        >>> import torch
-        >>> from flowpca.flows import RealNVPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> flow = RealNVPFlow(2, n_couplings=1, hidden_features=(8,))
-        >>> with torch.no_grad():
-        ...     last = flow.conditioners[0].weights[-1]
-        ...     _ = last.copy_(torch.randn(last.shape, generator=generator, dtype=torch.float64))
-        >>> x = torch.randn(4, 2, generator=generator, dtype=torch.float64)
-        >>> J = flow.jacobian(x)
-        >>> J.shape
-        torch.Size([4, 2, 2])
-        >>> J[:, 0].tolist()  # y_0 = x_0
-        [[1.0, 0.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]]
-        >>> torch.allclose(J[:, 1, 1].log(), flow(x)[1])  # log|det J| = s(x_0)
-        True
-        """
-        return self._pass(x, identity=True, log_det=False)[2].transpose(1, 2)
-
-    def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """Squared Frobenius norm ``||J_f(x)||_F^2`` per row.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-        method : {'exact', 'hutchinson'}, default='exact'
-            'exact' pushes the identity through the layers (about ``D`` forward passes);
-            'hutchinson' returns the unbiased ``mean_k ||J eps_k||^2``,
-            ``eps_k ~ N(0, I)`` (about ``n_probes`` passes).
-        n_probes : int, default=1
-            Number of probes for 'hutchinson'.
-        generator : torch.Generator
-            Source of the probes; required for 'hutchinson'.
-
-        Returns
-        -------
-        torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        A fresh flow is the identity, ``||I||_F^2 = D``:
-
-        >>> import torch
-        >>> from flowpca.flows import RealNVPFlow
-        >>> flow = RealNVPFlow(3, n_couplings=2, hidden_features=(8,))
-        >>> x = torch.randn(2, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow.frobenius_sq(x).tolist()
-        [3.0, 3.0]
-        >>> flow.frobenius_sq(x, method="hutchinson", n_probes=2,
-        ...                   generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([2])
-        >>> flow.frobenius_sq(x, method="hutchinson")
-        Traceback (most recent call last):
-            ...
-        ValueError: method='hutchinson' needs a torch.Generator: ...
-        """
-        return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
-
-    def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """``forward(x)`` and ``frobenius_sq(x)`` from a single pass through the layers.
-
-        Parameters
-        ----------
-        x, method, n_probes, generator
-            As in :meth:`frobenius_sq`.
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-        frobenius_sq : torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import RealNVPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
-        >>> with torch.no_grad():  # non-identity couplings (as after training)
-        ...     for conditioner in flow.conditioners:
-        ...         last = conditioner.weights[-1]
-        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
-        ...                                          dtype=torch.float64))
-        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(X)
-        >>> torch.allclose(log_abs_det, flow(X)[1])
-        True
-        >>> torch.allclose(frobenius_sq, flow.jacobian(X).pow(2).sum(dim=(1, 2)))
-        True
-        """
-        return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
-
-    def _frobenius_pass(self, x, method, n_probes, generator, log_det):
-        check_frobenius_method(method)
-        if method == "exact":
-            y, log_abs_det, z = self._pass(x, identity=True, log_det=log_det)
-            return y, log_abs_det, z.pow(2).sum(dim=(1, 2))
-        if generator is None:
-            raise ValueError("method='hutchinson' needs a torch.Generator: flowpca never "
-                             "draws from torch's global random number generator.")
-        probes = torch.randn((x.shape[0], int(n_probes), x.shape[1]), generator=generator,
-                             dtype=x.dtype, device=x.device)
-        y, log_abs_det, z = self._pass(x, tangents=probes, log_det=log_det)
-        return y, log_abs_det, z.pow(2).sum(dim=2).mean(dim=1)
-
+    def _push(self, x, tangents, log_det, generator=None):
+        return self._pass(x, tangents=tangents, identity=tangents is None, log_det=log_det)
 
 def build_realnvp(X, settings):
     """``flow='realnvp'``: :meth:`RealNVPFlow.from_data` with ``n_layers`` couplings.

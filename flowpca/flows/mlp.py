@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from .. import _linalg
-from ._base import Flow, check_frobenius_method, whitening
+from ._base import TangentPassFlow, whitening
 
 
 def _asinh(u, square=None, root=None):
@@ -147,7 +147,7 @@ class _LeakySoftplus:
 
 _ACTIVATIONS = {"asinh": _Asinh(), "leaky_softplus": _LeakySoftplus(0.1)}
 
-class MLPFlow(Flow):
+class MLPFlow(TangentPassFlow):
     """Invertible MLP flow ``y = W_L h_L + b_L``, ``h_{l+1} = sigma(W_l h_l + b_l)``.
 
     ``n_layers`` hidden blocks, each a full square affine map followed by an invertible
@@ -425,12 +425,10 @@ class MLPFlow(Flow):
     def _map(self, x):
         return self._pass(x, log_det=False)[0]
 
-    def _probes(self, x, n_probes, generator):
-        if generator is None:
-            raise ValueError("method='hutchinson' needs a torch.Generator: flowpca never "
-                             "draws from torch's global random number generator.")
-        return torch.randn((x.shape[0], int(n_probes), x.shape[1]), generator=generator,
-                           dtype=x.dtype, device=x.device)
+    def _push(self, x, tangents, log_det, generator=None):
+        y, log_abs_det, T, _ = self._pass(x, tangents=tangents, identity=tangents is None,
+                                          log_det=log_det)
+        return y, log_abs_det, T
 
     def forward(self, x):
         """Map data to the latent space.
@@ -493,64 +491,6 @@ class MLPFlow(Flow):
                 h = self._sigma.inverse(h)
             h = _linalg.solve(self.weights[layer], (h - self.biases[layer]).T).T
         return h
-
-    def jvp(self, x, v):
-        """``(f(x), J_f(x) v)`` row by row, from one pass through the linearized layers.
-
-        Parameters
-        ----------
-        x, v : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        y, jv : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> v = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
-        >>> y, jv = flow.jvp(X, v)
-        >>> torch.allclose(y, flow(X)[0])
-        True
-        >>> torch.allclose(jv, (flow.jacobian(X) @ v.unsqueeze(-1)).squeeze(-1))
-        True
-        """
-        y, _, z, _ = self._pass(x, tangents=v.unsqueeze(1), log_det=False)
-        return y, z.squeeze(1)
-
-    def jacobian(self, x):
-        """Per-row Jacobians, by pushing the identity through the linearized layers.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        torch.Tensor of shape (n, D, D)
-            ``J[i] = J_f(x[i]) = W_L D_{L-1}(x[i]) W_{L-1} ... D_1(x[i]) W_1``.
-
-        Examples
-        --------
-        ``log|det J|`` from the Jacobian's singular values is :meth:`forward`'s log-determinant:
-
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> X = torch.randn(4, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
-        >>> J = flow.jacobian(X)
-        >>> J.shape
-        torch.Size([4, 3, 3])
-        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), flow(X)[1])
-        True
-        """
-        _, _, z, _ = self._pass(x, identity=True, log_det=False)
-        return z.transpose(1, 2)
 
     def inverse_jvp(self, x, v):
         """``J_f(x)^{-1} v`` row by row: ``W_1^{-1} D_1^{-1} ... D_{L-1}^{-1} W_L^{-1} v``.
@@ -632,85 +572,3 @@ class MLPFlow(Flow):
 
         return apply_inverse, apply_inverse_transpose
 
-    def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """Squared Frobenius norm ``||J_f(x)||_F^2`` per row.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-        method : {'exact', 'hutchinson'}, default='exact'
-            'exact' pushes the identity through the layers (cost of about ``D`` forward
-            passes); 'hutchinson' returns ``mean_k ||J eps_k||^2`` with
-            ``eps_k ~ N(0, I)``, an unbiased estimate (cost of about ``n_probes`` passes).
-        n_probes : int, default=1
-            Number of probes for 'hutchinson'.
-        generator : torch.Generator
-            Source of the probes; required for 'hutchinson'.
-
-        Returns
-        -------
-        torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
-        >>> torch.allclose(flow.frobenius_sq(X), flow.jacobian(X).pow(2).sum(dim=(1, 2)))
-        True
-        >>> flow.frobenius_sq(X, method="hutchinson", n_probes=4,
-        ...                   generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([5])
-        >>> flow.frobenius_sq(X, method="hutchinson")
-        Traceback (most recent call last):
-            ...
-        ValueError: method='hutchinson' needs a torch.Generator: ...
-        """
-        return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
-
-    def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """``forward(x)`` and ``frobenius_sq(x)`` from a single pass through the layers.
-
-        The probes (or the identity, for 'exact') travel with ``x`` through the same
-        matrix products, so the cost is about that of one forward pass on
-        ``1 + n_probes`` (or ``1 + D``) columns. With the same ``generator`` state, the
-        estimate equals :meth:`frobenius_sq`'s. Gradients flow through all three outputs.
-
-        Parameters
-        ----------
-        x, method, n_probes, generator
-            As in :meth:`frobenius_sq`.
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-        frobenius_sq : torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
-        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(
-        ...     X, method="hutchinson", n_probes=4, generator=torch.Generator().manual_seed(1))
-        >>> torch.allclose(log_abs_det, flow(X)[1])
-        True
-        >>> torch.allclose(frobenius_sq, flow.frobenius_sq(  # same probes, same estimate
-        ...     X, method="hutchinson", n_probes=4, generator=torch.Generator().manual_seed(1)))
-        True
-        """
-        return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
-
-    def _frobenius_pass(self, x, method, n_probes, generator, log_det):
-        check_frobenius_method(method)
-        if method == "exact":
-            y, log_abs_det, z, _ = self._pass(x, identity=True, log_det=log_det)
-            return y, log_abs_det, z.pow(2).sum(dim=(1, 2))
-        probes = self._probes(x, n_probes, generator)
-        y, log_abs_det, z, _ = self._pass(x, tangents=probes, log_det=log_det)
-        return y, log_abs_det, z.pow(2).sum(dim=2).mean(dim=1)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import _linalg
 from . import _spectral
-from ._base import Flow, draw_seed, whitening
+from ._base import TangentPassFlow, draw_seed, whitening
 
 # Rows per chunk of the exact log-determinant at evaluation: at most this many floats in
 # the per-row Jacobians of one block.
@@ -34,7 +34,7 @@ def _warn_not_converged(what, residual, tol, max_iter):
             ConvergenceWarning, stacklevel=3)
 
 
-class ResidualFlow(Flow):
+class ResidualFlow(TangentPassFlow):
     """Invertible residual flow ``y = B_K(... B_1(W x + b))``, ``B_k(h) = h + g_k(h)``.
 
     Parameters
@@ -398,60 +398,9 @@ class ResidualFlow(Flow):
                                 self.inverse_max_iter)
             return _linalg.solve(self.weight, (h - self.bias).T).T
 
-    def jvp(self, x, v):
-        """``(f(x), J_f(x) v)`` from one pass with the tangent pushed alongside.
-
-        Parameters
-        ----------
-        x, v : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        y, jv : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               output_scale=1.0).eval()
-        >>> v = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> y, jv = flow.jvp(X, v)
-        >>> torch.allclose(jv, (flow.jacobian(X) @ v.unsqueeze(-1)).squeeze(-1))
-        True
-        """
-        y, _, T = self._pass(x, tangents=v.unsqueeze(1), log_det=False)
-        return y, T.squeeze(1)
-
-    def jacobian(self, x):
-        """Per-row Jacobians ``(n, D, D)``, by pushing the identity through the blocks.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        torch.Tensor of shape (n, D, D)
-            ``J[i] = J_f(x[i])``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               output_scale=1.0).eval()
-        >>> J = flow.jacobian(X)
-        >>> J.shape
-        torch.Size([5, 3, 3])
-        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), flow(X)[1])
-        True
-        """
-        return self._pass(x, identity=True, log_det=False)[2].transpose(1, 2)
+    def _push(self, x, tangents, log_det, generator=None):
+        return self._pass(x, tangents=tangents, identity=tangents is None, log_det=log_det,
+                          generator=generator)
 
     def inverse_jacobian_operators(self, x):
         """Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` from one LU factorization of
@@ -493,92 +442,6 @@ class ResidualFlow(Flow):
             return _linalg.lu_solve(LU, pivots, V.transpose(1, 2), adjoint=True).transpose(1, 2)
 
         return apply_inverse, apply_inverse_transpose
-
-    def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """Squared Frobenius norm ``||J_f(x)||_F^2`` per row (see :meth:`Flow.frobenius_sq`).
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-        method : {'exact', 'hutchinson'}, default='exact'
-            'exact' pushes the identity through the blocks (about ``D`` passes);
-            'hutchinson' returns the unbiased ``mean_k ||J eps_k||^2``,
-            ``eps_k ~ N(0, I)`` (about ``n_probes`` passes).
-        n_probes : int, default=1
-            Number of probes for 'hutchinson'.
-        generator : torch.Generator
-            Source of the probes; required for 'hutchinson'.
-
-        Returns
-        -------
-        torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               output_scale=1.0).eval()
-        >>> torch.allclose(flow.frobenius_sq(X), flow.jacobian(X).pow(2).sum(dim=(1, 2)))
-        True
-        >>> flow.frobenius_sq(X, method="hutchinson", n_probes=2,
-        ...                   generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([5])
-        """
-        return self._frobenius_pass(x, method, n_probes, generator, log_det=False)[2]
-
-    def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """``forward(x)`` and ``frobenius_sq(x)`` from one pass (probes pushed along).
-
-        Parameters
-        ----------
-        x, method, n_probes
-            As in :meth:`frobenius_sq`.
-        generator : torch.Generator, optional
-            Source of the probes (required for 'hutchinson'), also used by the
-            power-series log-determinant estimator when it is active.
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-        frobenius_sq : torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               output_scale=1.0).eval()
-        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(X)
-        >>> torch.allclose(log_abs_det, flow(X)[1])
-        True
-        >>> torch.allclose(frobenius_sq, flow.frobenius_sq(X))
-        True
-        """
-        return self._frobenius_pass(x, method, n_probes, generator, log_det=True)
-
-    def _frobenius_pass(self, x, method, n_probes, generator, log_det):
-        if method not in ("exact", "hutchinson"):
-            raise ValueError(f"method must be one of ('exact', 'hutchinson'), got "
-                             f"{method!r}.")
-        if method == "exact":
-            y, log_abs_det, T = self._pass(x, identity=True, log_det=log_det,
-                                           generator=generator)
-            return y, log_abs_det, T.pow(2).sum(dim=(1, 2))
-        if generator is None:
-            raise ValueError("method='hutchinson' needs a torch.Generator: flowpca never "
-                             "draws from torch's global random number generator.")
-        probes = torch.randn((x.shape[0], int(n_probes), x.shape[1]), generator=generator,
-                             dtype=x.dtype, device=generator.device).to(x.device)
-        y, log_abs_det, T = self._pass(x, tangents=probes, log_det=log_det,
-                                       generator=generator)
-        return y, log_abs_det, T.pow(2).sum(dim=2).mean(dim=1)
-
 
 def _positive_int(name, value, minimum=1):
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
