@@ -104,19 +104,6 @@ class BiLipschitzMLPFlow(MLPFlow):
         self.register_buffer("right_basis", eye.clone())
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        >>> from flowpca.flows import BiLipschitzMLPFlow
-        >>> BiLipschitzMLPFlow(2, n_layers=1, lipschitz=3.0).get_config()
-        {'n_features': 2, 'n_layers': 1, 'activation': 'asinh', 'lipschitz': 3.0}
-        """
         return {**super().get_config(), "lipschitz": self.lipschitz}
 
     def singular_values(self):

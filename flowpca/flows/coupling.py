@@ -183,22 +183,6 @@ class RealNVPFlow(TangentPassFlow):
         self.reset_parameters(torch.Generator().manual_seed(0))
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        >>> from flowpca.flows import RealNVPFlow
-        >>> config = RealNVPFlow(3, n_couplings=2, hidden_features=(8,)).get_config()
-        >>> config
-        {'n_features': 3, 'n_couplings': 2, 'hidden_features': (8,), 'scale_clamp': 3.0}
-        >>> len(RealNVPFlow(**config).conditioners)
-        2
-        """
         return {"n_features": self.n_features, "n_couplings": self.n_couplings,
                 "hidden_features": self.hidden_features, "scale_clamp": self.scale_clamp}
 
@@ -349,68 +333,12 @@ class RealNVPFlow(TangentPassFlow):
         return self._pass(x, log_det=False)[0]
 
     def forward(self, x):
-        """Map data to the latent space.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-            ``log|det J_f(x)| = log|det W| + sum_k sum_i s_k,i``.
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import RealNVPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
-        >>> with torch.no_grad():  # non-identity couplings (as after training)
-        ...     for conditioner in flow.conditioners:
-        ...         last = conditioner.weights[-1]
-        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
-        ...                                          dtype=torch.float64))
-        >>> y, log_abs_det = flow.forward(X)
-        >>> y.shape
-        torch.Size([5, 3])
-        >>> J = flow.jacobian(X)  # log|det J| from the singular values agrees
-        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), log_abs_det)
-        True
-        """
         y, log_abs_det, _ = self._pass(x)
         return y, log_abs_det
 
     def inverse(self, y):
-        """Exact inverse: couplings undone last to first (``b = (b' - t(a)) e^{-s(a)}``),
-        then ``x = W^{-1} (h_0 - b)``.
-
-        Parameters
-        ----------
-        y : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        x : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import RealNVPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,))
-        >>> with torch.no_grad():  # non-identity couplings (as after training)
-        ...     for conditioner in flow.conditioners:
-        ...         last = conditioner.weights[-1]
-        ...         _ = last.copy_(0.5 * torch.randn(last.shape, generator=generator,
-        ...                                          dtype=torch.float64))
-        >>> y, _ = flow(X)
-        >>> bool((flow.inverse(y) - X).abs().max() < 1e-10)
-        True
-        """
+        # Exact inverse: couplings undone last to first (``b = (b' - t(a)) e^{-s(a)}``),
+        # then ``x = W^{-1} (h_0 - b)``.
         h = y
         for coupling in range(self.n_couplings - 1, -1, -1):
             kept, moved, unsplit = self._split(coupling)

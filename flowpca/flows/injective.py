@@ -133,32 +133,6 @@ class InjectiveFlow(Flow):
         self._generator = None
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        The config rebuilds the architecture; the weights travel in the state dict:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1, volume="stochastic")
-        >>> config = flow.get_config()
-        >>> config["n_components"], config["volume"], config["noise_variance"]
-        (2, 'stochastic', 0.001)
-        >>> copy = InjectiveFlow(**config)
-        >>> copy.get_config() == config
-        True
-        >>> _ = copy.load_state_dict(flow.state_dict())
-        >>> z = torch.randn(4, 2, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> torch.equal(copy.generate(z), flow.generate(z))
-        True
-        """
         return {"n_features": self.n_features, "n_components": self.n_components,
                 "n_layers": self.n_layers, "latent_layers": self.latent_layers,
                 "activation": self.activation, "noise_variance": self.noise_variance,

@@ -223,22 +223,6 @@ class MLPFlow(TangentPassFlow):
             [nn.Parameter(zero.clone()) for _ in range(self.n_layers + 1)])
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        >>> from flowpca.flows import MLPFlow
-        >>> config = MLPFlow(3, n_layers=2).get_config()
-        >>> config
-        {'n_features': 3, 'n_layers': 2, 'activation': 'asinh'}
-        >>> len(MLPFlow(**config).weights)  # n_layers + 1 weight matrices
-        3
-        """
         return {"n_features": self.n_features, "n_layers": self.n_layers,
                 "activation": self.activation}
 
@@ -431,60 +415,11 @@ class MLPFlow(TangentPassFlow):
         return y, log_abs_det, T
 
     def forward(self, x):
-        """Map data to the latent space.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-            ``log|det J_f(x)| = sum_l log|det W_l| + sum_{l, i} log sigma'(u_{l, i})``.
-
-        Examples
-        --------
-        At construction (identity weights, zero biases) one hidden block is ``y = asinh(x)``,
-        with ``log|det J| = sum_i log asinh'(x_i) = -sum_i log(1 + x_i^2) / 2``:
-
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> flow = MLPFlow(2, n_layers=1)
-        >>> x = torch.tensor([[0.0, 1.0], [-2.0, 0.5]], dtype=torch.float64)
-        >>> y, log_abs_det = flow.forward(x)
-        >>> torch.allclose(y, torch.asinh(x))
-        True
-        >>> torch.allclose(log_abs_det, -0.5 * torch.log1p(x ** 2).sum(dim=1))
-        True
-        """
         y, log_abs_det, _, _ = self._pass(x)
         return y, log_abs_det
 
     def inverse(self, y):
-        """Exact inverse, layer by layer: ``h_l = W_l^{-1} (sigma^{-1}(h_{l+1}) - b_l)``.
-
-        Parameters
-        ----------
-        y : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        x : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        Exact for both activations ('leaky_softplus' is inverted by Newton's method):
-
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> X = torch.randn(50, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2, activation="leaky_softplus")
-        >>> y, _ = flow(X)
-        >>> bool((flow.inverse(y) - X).abs().max() < 1e-10)
-        True
-        """
+        # Exact inverse, layer by layer: ``h_l = W_l^{-1} (sigma^{-1}(h_{l+1}) - b_l)``.
         h = y
         for layer in range(self.n_layers, -1, -1):
             if layer < self.n_layers:
@@ -493,27 +428,8 @@ class MLPFlow(TangentPassFlow):
         return h
 
     def inverse_jvp(self, x, v):
-        """``J_f(x)^{-1} v`` row by row: ``W_1^{-1} D_1^{-1} ... D_{L-1}^{-1} W_L^{-1} v``.
-
-        Parameters
-        ----------
-        x, v : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> v = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
-        >>> torch.allclose(flow.inverse_jvp(X, flow.jvp(X, v)[1]), v)  # J^{-1} (J v) = v
-        True
-        """
+        # ``J_f(x)^{-1} v`` row by row: ``W_1^{-1} D_1^{-1} ... D_{L-1}^{-1} W_L^{-1}
+        # v``.
         _, _, _, slopes = self._pass(x, log_det=False, keep_slopes=True)
         z = v
         for layer in range(self.n_layers, -1, -1):
@@ -523,34 +439,9 @@ class MLPFlow(TangentPassFlow):
         return z
 
     def inverse_jacobian_operators(self, x):
-        """Products with ``J^{-1} = W_1^{-1} D_1^{-1} ... D_{L-1}^{-1} W_L^{-1}`` and its
-        transpose for many vectors per row: the slopes and the ``D x D`` inverses are
-        computed once, so each product is ``n_layers + 1`` matrix products.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        apply_inverse, apply_inverse_transpose : callable
-            ``(n, q, D) -> (n, q, D)``, rows ``v`` to ``J^{-1} v`` (resp. ``J^{-T} v``).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MLPFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> V = torch.randn(5, 2, 3, generator=generator, dtype=torch.float64)  # 2 vectors per row
-        >>> flow = MLPFlow.from_data(X, alpha=1e-4, n_layers=2)
-        >>> apply_inverse, apply_inverse_transpose = flow.inverse_jacobian_operators(X)
-        >>> J = flow.jacobian(X)
-        >>> torch.allclose(apply_inverse(V @ J.transpose(1, 2)), V)  # rows J v back to v
-        True
-        >>> torch.allclose(apply_inverse_transpose(V @ J), V)  # rows J^T v back to v
-        True
-        """
+        # Products with ``J^{-1} = W_1^{-1} D_1^{-1} ... D_{L-1}^{-1} W_L^{-1}`` and its
+        # transpose for many vectors per row: the slopes and the ``D x D`` inverses are
+        # computed once, so each product is ``n_layers + 1`` matrix products.
         _, _, _, slopes = self._pass(x, log_det=False, keep_slopes=True)
         inverses = [_linalg.inv(weight) for weight in self.weights]
 

@@ -144,22 +144,6 @@ class ResidualFlow(TangentPassFlow):
                                       self.n_power_iterations, self.activation)
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        >>> from flowpca.flows import ResidualFlow
-        >>> config = ResidualFlow(3, n_blocks=2, hidden_sizes=(8,)).get_config()
-        >>> config["n_blocks"], config["hidden_sizes"], config["lipschitz"]
-        (2, (8,), 0.9)
-        >>> ResidualFlow(**config).get_config() == config
-        True
-        """
         return {"n_features": self.n_features, "n_blocks": self.n_blocks,
                 "hidden_sizes": self.hidden_sizes, "lipschitz": self.lipschitz,
                 "n_power_iterations": self.n_power_iterations,
@@ -224,31 +208,8 @@ class ResidualFlow(TangentPassFlow):
         return list(self.blocks)
 
     def finalize_training(self):
-        """Rescale every layer by its exact spectral norm (see :meth:`LipschitzMLP.finalize`).
-
-        Returns
-        -------
-        None
-            The weights are rescaled in place.
-
-        Examples
-        --------
-        Training may leave a layer's spectral norm above ``lipschitz`` (its power-iteration
-        estimate is a lower bound); afterwards every layer is within the bound:
-
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,))
-        >>> with torch.no_grad():
-        ...     _ = flow.blocks[0].weights[0].mul_(10.0)
-        >>> flow.finalize_training()
-        >>> norms = [torch.linalg.matrix_norm(weight.detach(), ord=2)
-        ...          for g in flow.blocks for weight in g.weights]
-        >>> all(float(norm) <= flow.lipschitz + 1e-12 for norm in norms)
-        True
-        """
+        # Rescale every layer by its exact spectral norm (see
+        # :meth:`LipschitzMLP.finalize`).
         for g in self._g_modules():
             g.finalize()
 
@@ -317,41 +278,6 @@ class ResidualFlow(TangentPassFlow):
 
     # ------------------------------------------------------------------ contract
     def forward(self, x, generator=None):
-        """Map data to the latent space.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-        generator : torch.Generator, optional
-            Source of the estimator's probes (when the log-determinant is estimated).
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        Up to ``eval_exact_logdet_max_features`` features, scores in evaluation mode use the
-        exact log-determinant; in training mode above ``exact_logdet_max_features`` it is the
-        unbiased power-series estimate, drawn from ``generator``:
-
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               exact_logdet_max_features=0)
-        >>> _, exact = flow.eval().forward(X)
-        >>> J = flow.jacobian(X)
-        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), exact)
-        True
-        >>> generator = torch.Generator().manual_seed(1)
-        >>> with torch.no_grad():  # no power-iteration step, so the weights stay put
-        ...     estimates = torch.stack([flow.train().forward(X, generator=generator)[1]
-        ...                              for _ in range(100)])
-        >>> bool((estimates.mean(dim=0) - exact).abs().max() < 0.02)  # unbiased
-        True
-        """
         parts = [self._pass(x[rows], generator=generator)[:2]
                  for rows in self._chunks(x.shape[0])]
         if len(parts) == 1:
@@ -362,31 +288,7 @@ class ResidualFlow(TangentPassFlow):
         return self._pass(x, log_det=False)[0]
 
     def inverse(self, y):
-        """Invert block by block by fixed-point iteration ``h <- y - g(h)``, then ``A``.
-
-        Rows that do not reach ``inverse_tol`` within ``inverse_max_iter`` iterations are
-        reported in a :class:`~sklearn.exceptions.ConvergenceWarning`. No graph is kept.
-
-        Parameters
-        ----------
-        y : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        x : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               output_scale=1.0).eval()
-        >>> y, _ = flow(X)
-        >>> bool((flow.inverse(y) - X).abs().max() < 1e-8)
-        True
-        """
+        # Invert block by block by fixed-point iteration ``h <- y - g(h)``, then ``A``.
         with torch.no_grad():
             h = y.detach()
             worst = torch.zeros(h.shape[0], dtype=h.dtype, device=h.device)
@@ -403,35 +305,9 @@ class ResidualFlow(TangentPassFlow):
                           generator=generator)
 
     def inverse_jacobian_operators(self, x):
-        """Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` from one LU factorization of
-        each row's Jacobian, which the transposed solves reuse (see
-        :meth:`Flow.inverse_jacobian_operators`).
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        apply_inverse, apply_inverse_transpose : callable
-            ``(n, q, D) -> (n, q, D)``, rows ``v`` to ``J^{-1} v`` (resp. ``J^{-T} v``).
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import ResidualFlow
-        >>> generator = torch.Generator().manual_seed(0)
-        >>> X = torch.randn(5, 3, generator=generator, dtype=torch.float64)
-        >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
-        ...                               output_scale=1.0).eval()
-        >>> V = torch.randn(5, 2, 3, generator=generator, dtype=torch.float64)  # 2 per row
-        >>> apply_inverse, apply_inverse_transpose = flow.inverse_jacobian_operators(X)
-        >>> J = flow.jacobian(X)
-        >>> torch.allclose(apply_inverse(V @ J.transpose(1, 2)), V)  # rows J v back to v
-        True
-        >>> torch.allclose(apply_inverse_transpose(V @ J), V)  # rows J^T v back to v
-        True
-        """
+        # Products with ``J_f(x)^{-1}`` and ``J_f(x)^{-T}`` from one LU factorization of
+        # each row's Jacobian, which the transposed solves reuse (see
+        # :meth:`Flow.inverse_jacobian_operators`).
         jacobian = self.jacobian(x)
         LU, pivots = _linalg.lu_factor(jacobian)
 

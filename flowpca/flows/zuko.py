@@ -174,36 +174,7 @@ class ZukoFlow(Flow):
                              f"vectors of {self.n_features} features.") from error
 
     def get_config(self):
-        """Constructor arguments: the wrapped zuko module (a copy, on CPU).
-
-        Returns
-        -------
-        config : dict
-            ``flow`` (the copied transform) and ``n_features``.
-
-        Examples
-        --------
-        ``type(flow)(**config)`` followed by ``load_state_dict`` rebuilds the flow (the
-        standardization buffers travel in the state dict):
-
-        >>> import torch
-        >>> import zuko
-        >>> from flowpca.flows import ZukoFlow
-        >>> with torch.random.fork_rng(devices=[]):
-        ...     _ = torch.manual_seed(0)
-        ...     maf = zuko.flows.MAF(2, transforms=1, hidden_features=(8,))
-        >>> X = torch.randn(10, 2, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow = ZukoFlow(maf.to(torch.float64)).standardize_for(X)
-        >>> config = flow.get_config()
-        >>> sorted(config), config["flow"] is flow.transform
-        (['flow', 'n_features'], False)
-        >>> rebuilt = ZukoFlow(**config)
-        >>> rebuilt.load_state_dict(flow.state_dict())
-        <All keys matched successfully>
-        >>> torch.equal(rebuilt(X)[0], flow(X)[0])
-        True
-        """
+        # Constructor arguments: the wrapped zuko module (a copy, on CPU).
         return {"flow": copy.deepcopy(self.transform).cpu(), "n_features": self.n_features}
 
     @torch.no_grad()
@@ -258,33 +229,6 @@ class ZukoFlow(Flow):
         return (x - self.shift) / self.scale
 
     def forward(self, x):
-        """Map data to the latent space.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det : torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        The standardization is part of the flow: rescaled data give the same latent points and
-        a log-determinant shifted by ``-D log(10)``.
-
-        >>> import math
-        >>> import torch
-        >>> from flowpca.flows import MAFFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
-        >>> y, log_abs_det = flow.forward(X)
-        >>> flow_10 = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(10 * X)
-        >>> y_10, log_abs_det_10 = flow_10.forward(10 * X)
-        >>> torch.allclose(y_10, y), torch.allclose(log_abs_det_10, log_abs_det - 3 * math.log(10))
-        (True, True)
-        """
         y, ladj = self.transform().call_and_ladj(self._standardized(x))
         return y, ladj - self.scale.log().sum()
 
@@ -292,27 +236,8 @@ class ZukoFlow(Flow):
         return self.transform()(self._standardized(x))
 
     def inverse(self, y):
-        """Exact inverse through the zuko transform's ``inv`` (for autoregressive
-        transforms, one pass per autoregressive step).
-
-        Parameters
-        ----------
-        y : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        x : torch.Tensor of shape (n, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MAFFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
-        >>> y, _ = flow(X)
-        >>> bool((flow.inverse(y) - X).abs().max() < 1e-10)
-        True
-        """
+        # Exact inverse through the zuko transform's ``inv`` (for autoregressive
+        # transforms, one pass per autoregressive step).
         return self.transform().inv(y) * self.scale + self.shift
 
     def _with_input_gradients(self, x, compute):
@@ -329,31 +254,10 @@ class ZukoFlow(Flow):
         return tuple(None if t is None else t.detach() for t in result)
 
     def jacobian(self, x):
-        """Per-row Jacobians (rows of ``x`` are independent), in chunks of rows: by
-        forward-mode differentiation where no gradient has to flow through ``J``, else
-        row by row of ``J`` by reverse mode (``D`` backward passes through one forward
-        pass).
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-
-        Returns
-        -------
-        torch.Tensor of shape (n, D, D)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MAFFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
-        >>> J = flow.jacobian(X)
-        >>> J.shape
-        torch.Size([5, 3, 3])
-        >>> torch.allclose(torch.linalg.svdvals(J).log().sum(dim=-1), flow(X)[1])
-        True
-        """
+        # Per-row Jacobians (rows of ``x`` are independent), in chunks of rows: by
+        # forward-mode differentiation where no gradient has to flow through ``J``, else
+        # row by row of ``J`` by reverse mode (``D`` backward passes through one forward
+        # pass).
         n, D = x.shape
         if n and D >= _FORWARD_MODE_MIN_FEATURES and not (torch.is_grad_enabled() and (
                 x.requires_grad or any(p.requires_grad for p in self.parameters()))):
@@ -419,66 +323,11 @@ class ZukoFlow(Flow):
         return self._with_input_gradients(x, compute)
 
     def frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """Squared Frobenius norm of the Jacobian per row.
-
-        Parameters
-        ----------
-        x : torch.Tensor of shape (n, D)
-        method : {'exact', 'hutchinson'}, default='exact'
-            'exact' forms the Jacobian (one forward and ``D`` backward passes);
-            'hutchinson' returns ``mean_k ||J^T eps_k||^2`` with ``eps_k ~ N(0, I)``, an
-            unbiased estimate with the same distribution as ``mean_k ||J eps_k||^2``
-            (one forward and ``n_probes`` backward passes).
-        n_probes : int, default=1
-        generator : torch.Generator
-            Source of the probes; required for 'hutchinson'.
-
-        Returns
-        -------
-        torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MAFFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
-        >>> torch.allclose(flow.frobenius_sq(X), flow.jacobian(X).pow(2).sum(dim=(1, 2)))
-        True
-        >>> flow.frobenius_sq(X, method="hutchinson", n_probes=2,
-        ...                   generator=torch.Generator().manual_seed(0)).shape
-        torch.Size([5])
-        """
         return self._frobenius(x, method, n_probes, generator, log_det=False)[2]
 
     def forward_and_frobenius_sq(self, x, method="exact", n_probes=1, generator=None):
-        """``forward(x)`` and ``frobenius_sq(x)`` from one forward pass (the same
-        estimate as :meth:`frobenius_sq` for the same ``generator`` state).
-
-        Parameters
-        ----------
-        x, method, n_probes, generator
-            As in :meth:`frobenius_sq`.
-
-        Returns
-        -------
-        y : torch.Tensor of shape (n, D)
-        log_abs_det, frobenius_sq : torch.Tensor of shape (n,)
-
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import MAFFlow
-        >>> X = torch.randn(5, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,)).standardize_for(X)
-        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(
-        ...     X, method="hutchinson", n_probes=2, generator=torch.Generator().manual_seed(1))
-        >>> torch.allclose(log_abs_det, flow(X)[1])
-        True
-        >>> torch.allclose(frobenius_sq, flow.frobenius_sq(  # same probes, same estimate
-        ...     X, method="hutchinson", n_probes=2, generator=torch.Generator().manual_seed(1)))
-        True
-        """
+        # ``forward(x)`` and ``frobenius_sq(x)`` from one forward pass (the same
+        # estimate as :meth:`frobenius_sq` for the same ``generator`` state).
         return self._frobenius(x, method, n_probes, generator, log_det=True)
 
 
@@ -547,28 +396,6 @@ class NSFFlow(ZukoFlow):
         self.bins, self.bound, self.seed = bins, bound, int(seed)
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        The seed is part of the configuration, so the rebuilt flow starts with the same weights:
-
-        >>> import torch
-        >>> from flowpca.flows import NSFFlow
-        >>> flow = NSFFlow(2, transforms=1, hidden_features=(8,), bins=4, seed=3)
-        >>> config = flow.get_config()
-        >>> config == {"n_features": 2, "transforms": 1, "hidden_features": (8,), "bins": 4,
-        ...            "bound": 5.0, "seed": 3}
-        True
-        >>> x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> torch.equal(NSFFlow(**config)(x)[0], flow(x)[0])
-        True
-        """
         return {"n_features": self.n_features, "transforms": self.transforms,
                 "hidden_features": self.hidden_features, "bins": self.bins,
                 "bound": getattr(self, "bound", 5.0), "seed": self.seed}
@@ -619,27 +446,6 @@ class MAFFlow(ZukoFlow):
         self.seed = int(seed)
 
     def get_config(self):
-        """Constructor arguments of this flow.
-
-        Returns
-        -------
-        config : dict
-            ``type(self)(**config)`` builds a flow of the same architecture.
-
-        Examples
-        --------
-        The seed is part of the configuration, so the rebuilt flow starts with the same weights:
-
-        >>> import torch
-        >>> from flowpca.flows import MAFFlow
-        >>> flow = MAFFlow(2, transforms=1, hidden_features=(8,), seed=3)
-        >>> config = flow.get_config()
-        >>> config
-        {'n_features': 2, 'transforms': 1, 'hidden_features': (8,), 'seed': 3}
-        >>> x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> torch.equal(MAFFlow(**config)(x)[0], flow(x)[0])
-        True
-        """
         return {"n_features": self.n_features, "transforms": self.transforms,
                 "hidden_features": self.hidden_features, "seed": self.seed}
 
