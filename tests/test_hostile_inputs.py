@@ -71,6 +71,8 @@ def _fit_or_refuse(params, X):
         # No overflow or invalid value in flowpca's own arithmetic on the way (numpy
         # attributes those to the calling line); scikit-learn's validation may warn on
         # inf before it raises.
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning,
+                                module="numpy")
         warnings.filterwarnings("error", category=RuntimeWarning, module="flowpca")
         try:
             return NormalizingFlowPCA(random_state=0, **params).fit(X)
@@ -82,6 +84,8 @@ def _fit_or_refuse(params, X):
 
 def _check_finite(model, X):
     with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "invalid value encountered", RuntimeWarning,
+                                module="numpy")
         warnings.filterwarnings("error", category=RuntimeWarning, module="flowpca")
         scores, components = model.score_samples(X), model.transform(X)
     assert np.isfinite(scores).all()

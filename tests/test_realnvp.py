@@ -15,6 +15,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from flowpca import NormalizingFlowPCA
+from flowpca.exceptions import AmbiguousInverseWarning
 from flowpca.datasets import make_banana, make_sine_wave
 from flowpca.flows import Flow, RealNVPFlow
 from flowpca.flows._families import FlowSettings, build_flow
@@ -239,6 +240,9 @@ def test_transform_inverse_transform_round_trip(fitted):
     assert components.shape == (40, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
+        # A few epochs leave folds in the component map: other preimages are counted,
+        # and the round trip must still return the original points.
+        warnings.simplefilter("ignore", AmbiguousInverseWarning)
         back = model.inverse_transform(components)
     np.testing.assert_allclose(back, X[:40], atol=1e-6)
 

@@ -3,6 +3,7 @@ estimator, persistence, the optional dependency, and density / component quality
 
 import pickle
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import flowpca.flows.zuko
 from flowpca import NormalizingFlowPCA
+from flowpca.exceptions import AmbiguousInverseWarning
 from flowpca.flows import MAFFlow, NSFFlow, ZukoFlow
 from flowpca.flows._families import FlowSettings, build_flow
 
@@ -217,7 +219,9 @@ def test_estimator_methods(fitted):
     model, X = fitted
     Z = model.transform(X)
     assert Z.shape == (200, 2) and np.isfinite(Z).all()
-    np.testing.assert_allclose(model.inverse_transform(Z), X, atol=1e-6)
+    with warnings.catch_warnings():  # folds of a short fit are counted, not an error
+        warnings.simplefilter("ignore", AmbiguousInverseWarning)
+        np.testing.assert_allclose(model.inverse_transform(Z), X, atol=1e-6)
     variances = model.local_variances(X[:10])
     assert (np.diff(variances, axis=1) <= 0).all() and (variances > 0).all()
     assert np.isfinite(model.score(X))
