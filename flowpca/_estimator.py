@@ -117,27 +117,17 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
     flow_params : dict, default=None
         Further keyword arguments of the flow family named by ``flow`` (its architecture
         beyond ``n_layers``), checked when fitting: an unknown key raises ``ValueError``
-        listing the accepted ones. 'mlp' accepts ``noise_scale`` (0.01) and
-        ``hidden_scale`` (1.0) of its initialization (see
-        :meth:`flowpca.flows.MLPFlow.from_data`) and ``lipschitz`` (None; a float ``L > 1``
-        bounds every layer's singular values to ``[1/L, L]``, which keeps ``alpha=0``
-        fits finite, see :class:`flowpca.flows.BiLipschitzMLPFlow`); 'linear' accepts none;
-        'nsf' accepts ``hidden_features`` ((64, 64), the conditioner's hidden sizes) and
-        ``bins`` (8, spline bins); 'maf' accepts ``hidden_features`` ((64, 64)); 'realnvp' accepts
-        ``hidden_features`` ((64, 64), the conditioners' hidden ReLU widths; the paper
-        used (512, 512), about ten times slower per epoch) and ``scale_clamp`` (3.0, the
-        bound ``c`` on each coupling's log-scales ``c tanh(s / c)``); 'residual' and
-        'implicit' accept ``hidden_features`` ((32, 32), each ``g``'s hidden widths),
-        ``lipschitz`` (0.9, the spectral-norm bound ``c`` in (0, 1) of every layer),
-        ``n_power_iterations`` (1), ``activation`` ('lipswish' or 'elu'),
-        ``exact_logdet_max_features`` (10; exact log-det while training up to this many
-        features, unbiased power-series estimate above), ``eval_exact_logdet_max_features``
-        (512; the same for scoring), ``n_exact_terms`` (2) and ``geometric_p`` (0.5) of
-        the estimator, ``inverse_tol`` (1e-10) and ``inverse_max_iter`` (500) of the
-        block inversions (and of the implicit flow's root finding), and ``output_scale``
-        (0.1) of the initialization (see :func:`flowpca.flows.residual.build_residual`);
-        'injective' accepts ``latent_layers``, ``noise_variance``, ``volume`` and
-        ``n_probes`` (see :func:`flowpca.flows.injective.build_injective`).
+        listing the accepted ones. Each family's builder documents its keys and
+        defaults: 'mlp' ``noise_scale``, ``hidden_scale`` and ``lipschitz`` (a float
+        ``L > 1`` bounds every layer's singular values to ``[1/L, L]``; see
+        :func:`flowpca.flows._families.build_mlp`); 'nsf' and 'maf' ``hidden_features``,
+        'nsf' also ``bins`` and ``bound`` (:func:`flowpca.flows.zuko.build_nsf`);
+        'realnvp' ``hidden_features`` and ``scale_clamp``
+        (:func:`flowpca.flows.coupling.build_realnvp`); 'residual' and 'implicit'
+        ``hidden_features``, ``lipschitz`` and the settings of their log-determinant
+        estimator and inversions (:func:`flowpca.flows.residual.build_residual`);
+        'injective' ``latent_layers``, ``noise_variance``, ``volume`` and ``n_probes``
+        (:func:`flowpca.flows.injective.build_injective`); 'linear' none.
     penalty_estimator : {'auto', 'exact', 'hutchinson'}, default='auto'
         How the Jacobian's squared Frobenius norm in the penalty is computed during
         training (only when ``alpha > 0``): 'exact' pushes the identity through the flow

@@ -256,10 +256,10 @@ def build_flow(name, X, settings):
 def build_mlp(X, settings):
     """``flow='mlp'``: :meth:`MLPFlow.from_data` with ``n_layers`` and ``activation``.
 
-    ``flow_params`` may set ``noise_scale`` and ``hidden_scale`` of the initialization,
-    and ``lipschitz`` (None): a float ``L > 1`` builds a
-    :class:`~flowpca.flows.BiLipschitzMLPFlow`, every layer's singular values in
-    ``[1/L, L]``.
+    ``flow_params`` may set ``noise_scale`` (0.01) and ``hidden_scale`` (1.0) of the
+    initialization (see :meth:`MLPFlow.from_data`), and ``lipschitz`` (None): a float
+    ``L > 1`` builds a :class:`~flowpca.flows.BiLipschitzMLPFlow`, every layer's singular
+    values in ``[1/L, L]``, which keeps ``alpha=0`` fits finite.
     """
     params = settings.params("mlp", {"noise_scale": 0.01, "hidden_scale": 1.0,
                                      "lipschitz": None})
