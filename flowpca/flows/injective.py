@@ -106,6 +106,20 @@ class InjectiveFlow(Flow):
     True
     >>> bool(flow.off_manifold_distance(x).max() < 1e-8)
     True
+
+    The density on the manifold is the latent one with the volume term
+    ``1/2 log det(J_g^T J_g)`` of the ``(D, d)`` Jacobian of ``g``:
+
+    >>> J = flow.jacobian_g(z)
+    >>> J.shape
+    torch.Size([5, 3, 2])
+    >>> torch.allclose(flow.half_log_det_gram(z), 0.5 * torch.logdet(J.transpose(1, 2) @ J))
+    True
+    >>> z_hat, x_hat = flow.reconstruct(x)  # on the manifold: x comes back
+    >>> torch.allclose(x_hat, x)
+    True
+    >>> flow.manifold_log_likelihood(x).shape
+    torch.Size([5])
     """
 
     is_injective = True
@@ -155,23 +169,6 @@ class InjectiveFlow(Flow):
         -------
         z : torch.Tensor of shape (n, d)
 
-        Examples
-        --------
-        Any point projects to latent coordinates whose image projects back to them:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> x = torch.randn(5, 3, generator=g, dtype=torch.float64)
-        >>> z = flow.project(x)
-        >>> z.shape
-        torch.Size([5, 2])
-        >>> bool((flow.project(flow.generate(z)) - z).abs().max() < 1e-10)
-        True
         """
         return self.body.inverse(x)[:, self.n_features - self.n_components:]
 
@@ -187,23 +184,6 @@ class InjectiveFlow(Flow):
         -------
         x : torch.Tensor of shape (n, D)
 
-        Examples
-        --------
-        Generated points lie on the manifold: projecting them returns their latent points.
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> z = torch.randn(5, 2, generator=g, dtype=torch.float64)
-        >>> x = flow.generate(z)
-        >>> x.shape
-        torch.Size([5, 3])
-        >>> bool((flow.project(x) - z).abs().max() < 1e-10)
-        True
         """
         return self.body._map(self._pad(z))
 
@@ -222,26 +202,6 @@ class InjectiveFlow(Flow):
         x_hat : torch.Tensor of shape (n, D)
             ``g(g^+(x))``.
 
-        Examples
-        --------
-        A generated point is its own reconstruction, and reconstructing is idempotent:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> z = torch.randn(5, 2, generator=g, dtype=torch.float64)
-        >>> x = flow.generate(z)
-        >>> z_back, x_hat = flow.reconstruct(x)
-        >>> bool((x_hat - x).abs().max() < 1e-8), bool((z_back - z).abs().max() < 1e-8)
-        (True, True)
-        >>> off = torch.randn(5, 3, generator=g, dtype=torch.float64)
-        >>> _, off_hat = flow.reconstruct(off)
-        >>> bool((flow.reconstruct(off_hat)[1] - off_hat).abs().max() < 1e-8)
-        True
         """
         z = self.project(x)
         return z, self.generate(z)
@@ -258,25 +218,6 @@ class InjectiveFlow(Flow):
         -------
         torch.Tensor of shape (n,)
 
-        Examples
-        --------
-        At the constructor's identity initialization (one hidden block), ``g(z) =
-        (s(0), s(z_1), s(z_2))`` with ``s`` the leaky softplus, so the manifold is the
-        plane ``x_1 = s(0) = 0.9 log 2`` and the distance is ``|x_1 - 0.9 log 2|``:
-
-        >>> import math
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> x = torch.tensor([[0.9 * math.log(2) + 0.5, 1.0, -2.0],
-        ...                   [0.9 * math.log(2) - 3.0, 0.0, 4.0]], dtype=torch.float64)
-        >>> torch.allclose(flow.off_manifold_distance(x),
-        ...                torch.tensor([0.5, 3.0], dtype=torch.float64))
-        True
-        >>> z = torch.randn(5, 2, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> bool(flow.off_manifold_distance(flow.generate(z)).max() < 1e-8)
-        True
         """
         z, x_hat = self.reconstruct(x)
         return (x - x_hat).norm(dim=1)
@@ -313,26 +254,6 @@ class InjectiveFlow(Flow):
         -------
         torch.Tensor of shape (n, D, d)
 
-        Examples
-        --------
-        The Jacobian of :meth:`generate`, as autograd computes it row by row:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> z = torch.randn(4, 2, generator=g, dtype=torch.float64)
-        >>> J = flow.jacobian_g(z)
-        >>> J.shape
-        torch.Size([4, 3, 2])
-        >>> J_autograd = torch.stack([
-        ...     torch.autograd.functional.jacobian(lambda v: flow.generate(v[None])[0], row)
-        ...     for row in z])
-        >>> torch.allclose(J, J_autograd)
-        True
         """
         jg, _ = self._jacobian_operators(z)
         eye = torch.eye(self.n_components, dtype=z.dtype, device=z.device)
@@ -353,28 +274,6 @@ class InjectiveFlow(Flow):
         -------
         torch.Tensor of shape (n,)
 
-        Examples
-        --------
-        The sum of the logs of the singular values of :meth:`jacobian_g`, i.e. half the
-        log-determinant of the Gram matrix ``J_g^T J_g`` (here from its Cholesky factor):
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> z = torch.randn(4, 2, generator=g, dtype=torch.float64)
-        >>> value = flow.half_log_det_gram(z)
-        >>> value.shape
-        torch.Size([4])
-        >>> J = flow.jacobian_g(z)
-        >>> svd = 0.5 * torch.log(torch.linalg.svdvals(J) ** 2).sum(dim=1)
-        >>> cholesky = torch.linalg.cholesky(J.transpose(1, 2) @ J)
-        >>> gram = torch.log(torch.diagonal(cholesky, dim1=1, dim2=2)).sum(dim=1)
-        >>> torch.allclose(value, svd), torch.allclose(value, gram)
-        (True, True)
         """
         singular_values = torch.linalg.svdvals(self.jacobian_g(z))
         return singular_values.clamp_min(torch.finfo(z.dtype).tiny).log().sum(dim=1)
@@ -401,27 +300,6 @@ class InjectiveFlow(Flow):
         -------
         torch.Tensor of shape (n,)
 
-        Examples
-        --------
-        Its value is zero; averaged over many probes, its gradient (here with respect to
-        ``z``) is that of :meth:`half_log_det_gram`:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> z = torch.randn(3, 2, generator=g, dtype=torch.float64, requires_grad=True)
-        >>> surrogate = flow.stochastic_volume_surrogate(
-        ...     z, n_probes=5000, generator=torch.Generator().manual_seed(0))
-        >>> surrogate.shape, bool((surrogate == 0).all())
-        (torch.Size([3]), True)
-        >>> (estimate,) = torch.autograd.grad(surrogate.sum(), z)
-        >>> (exact,) = torch.autograd.grad(flow.half_log_det_gram(z).sum(), z)
-        >>> bool((estimate - exact).abs().max() < 0.1 * exact.abs().max())
-        True
         """
         n, d = z.shape[0], self.n_components
         q = n_probes or self.n_probes
@@ -453,27 +331,6 @@ class InjectiveFlow(Flow):
         -------
         torch.Tensor of shape (n,)
 
-        Examples
-        --------
-        Both modes give the exact value; in training with ``volume='stochastic'`` only
-        its gradient is estimated:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> z = torch.randn(4, 2, generator=g, dtype=torch.float64)
-        >>> exact = flow.half_log_det_gram(z)
-        >>> torch.equal(flow.volume_term(z), exact)
-        True
-        >>> stochastic = InjectiveFlow(**{**flow.get_config(), "volume": "stochastic"})
-        >>> _ = stochastic.load_state_dict(flow.state_dict())
-        >>> value = stochastic.train().volume_term(z)
-        >>> torch.allclose(value, exact), value.requires_grad
-        (True, True)
         """
         if self.volume == "exact" or not (self.training and torch.is_grad_enabled()):
             return self.half_log_det_gram(z)
@@ -494,30 +351,6 @@ class InjectiveFlow(Flow):
         -------
         torch.Tensor of shape (n,)
 
-        Examples
-        --------
-        ``log p_z(z)`` from the base flow minus the volume term, at the projection:
-        points with the same projection have the same likelihood.
-
-        >>> import math
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> x = torch.randn(4, 3, generator=g, dtype=torch.float64)
-        >>> log_likelihood = flow.manifold_log_likelihood(x)
-        >>> log_likelihood.shape
-        torch.Size([4])
-        >>> z, x_hat = flow.reconstruct(x)
-        >>> torch.allclose(flow.manifold_log_likelihood(x_hat), log_likelihood)
-        True
-        >>> y, log_det_base = flow.base(z)
-        >>> log_pz = -0.5 * y.pow(2).sum(dim=1) - math.log(2 * math.pi) + log_det_base
-        >>> torch.allclose(log_likelihood, log_pz - flow.half_log_det_gram(z))
-        True
         """
         z = self.project(x)
         y, log_det_base = self.base(z)
@@ -544,36 +377,6 @@ class InjectiveFlow(Flow):
             The base flow's image of ``z = g^+(x)``, then ``(x - x_hat) / sigma``.
         log_abs_det : torch.Tensor of shape (n,)
 
-        Examples
-        --------
-        The first ``d`` columns of ``y`` are the base flow's latent, the last ``D`` the
-        scaled residual. On the manifold the residual is zero and the thickened density
-        is the density on the manifold times that of ``N(0, sigma^2 I_{D-d})`` at 0:
-
-        >>> import math
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> x = torch.randn(4, 3, generator=g, dtype=torch.float64)
-        >>> y, log_abs_det = flow(x)
-        >>> y.shape, log_abs_det.shape
-        (torch.Size([4, 5]), torch.Size([4]))
-        >>> z, x_hat = flow.reconstruct(x)
-        >>> torch.allclose(y[:, :2], flow.base(z)[0])
-        True
-        >>> torch.allclose(y[:, 2:], (x - x_hat) / math.sqrt(flow.noise_variance))
-        True
-        >>> y, log_abs_det = flow(x_hat)
-        >>> bool(y[:, 2:].abs().max() < 1e-6)
-        True
-        >>> log_density = -0.5 * y.pow(2).sum(dim=1) - 1.5 * math.log(2 * math.pi) + log_abs_det
-        >>> normal = -0.5 * (3 - 2) * math.log(2 * math.pi * flow.noise_variance)
-        >>> torch.allclose(log_density, flow.manifold_log_likelihood(x_hat) + normal)
-        True
         """
         z, x_hat = self.reconstruct(x)
         y_latent, log_det_base = self.base(z)
@@ -596,25 +399,6 @@ class InjectiveFlow(Flow):
         -------
         x : torch.Tensor of shape (n, D)
 
-        Examples
-        --------
-        The off-manifold columns of ``y`` are ignored: ``inverse`` undoes ``forward`` up
-        to the projection onto the manifold.
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> g = torch.Generator().manual_seed(0)
-        >>> with torch.no_grad():  # away from the identity initialization
-        ...     for p in flow.parameters():
-        ...         _ = p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-        >>> x = torch.randn(4, 3, generator=g, dtype=torch.float64)
-        >>> y, _ = flow(x)
-        >>> x_hat = flow.reconstruct(x)[1]
-        >>> torch.allclose(flow.inverse(y), x_hat)
-        True
-        >>> torch.equal(flow.inverse(y), flow.inverse(y[:, :2]))
-        True
         """
         return self.generate(self.base.inverse(y[:, :self.n_components]))
 
@@ -636,19 +420,6 @@ class InjectiveFlow(Flow):
         frobenius_sq : torch.Tensor of shape (n,)
             Zeros.
 
-        Examples
-        --------
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> y, log_abs_det, frobenius_sq = flow.forward_and_frobenius_sq(x)
-        >>> y_ref, log_abs_det_ref = flow(x)
-        >>> torch.equal(y, y_ref), torch.equal(log_abs_det, log_abs_det_ref)
-        (True, True)
-        >>> frobenius_sq
-        tensor([0., 0., 0., 0.], dtype=torch.float64)
         """
         y, log_abs_det = self.forward(x)
         return y, log_abs_det, torch.zeros_like(log_abs_det)
@@ -667,18 +438,6 @@ class InjectiveFlow(Flow):
         torch.Tensor of shape (n,)
             Zeros.
 
-        Examples
-        --------
-        Zero whatever the method, with the shape and dtype of a per-row penalty:
-
-        >>> import torch
-        >>> from flowpca.flows import InjectiveFlow
-        >>> flow = InjectiveFlow(3, 2, n_layers=1, latent_layers=1)
-        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0),
-        ...                 dtype=torch.float64)
-        >>> flow.frobenius_sq(x, method="hutchinson",
-        ...                   generator=torch.Generator().manual_seed(0))
-        tensor([0., 0., 0., 0.], dtype=torch.float64)
         """
         return x.new_zeros(x.shape[0])
 
