@@ -95,22 +95,15 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         for the linear flow, the fitted covariance is ``Sigma + alpha I``, so ``alpha`` is
         a floor on every local variance. 'auto': for 'nsf' and 'maf' (and wrapped zuko
         flows) the value of best held-out likelihood among ``0`` and ``1e-3`` times the
-        mean feature variance, inside one fit: the flow is trained with ``alpha=0`` (no
-        penalty, the cheapest step) and a copy is fine-tuned with the other value for 5 %
-        of the epochs (the scores are in ``alpha_scores_``; without early stopping the
-        first value is kept); measured on four 2 000-point sets (banana, two moons, the
-        paper's sine and S-curve), the penalty lowered the held-out likelihood of the spline
-        flow on each, so it is kept only where it helps.
-        For the other families 'auto' is the paper's ``5e-5``. The value used is
-        ``alpha_``. ``GridSearchCV`` over explicit values works as well (the estimator's
-        :meth:`score` is the held-out log-likelihood).
+        mean feature variance, inside one fit (trained with 0, a copy fine-tuned with the
+        other value for 5 % of the epochs; the scores are in ``alpha_scores_``; without
+        early stopping the first value is kept); the paper's ``5e-5`` for the others.
+        The value used is ``alpha_``; ``GridSearchCV`` over explicit values works as well
+        (:meth:`score` is the held-out log-likelihood).
     n_layers : int or 'auto', default='auto'
-        The family's depth: hidden blocks of 'mlp' (the paper's 8), coupling layers of
-        'realnvp' (the paper's comparator: 6) and 'nsf', autoregressive layers of 'maf'
-        (3 for both: 5 gained 0.005 to 0.02 nats on two moons and the banana at 1.8 times
-        the time), blocks of 'residual' and 'implicit' (8), body blocks of 'injective'
-        (4: the paper's 8 left its samples farther off the manifold). 'auto' takes the
-        value in parentheses (``n_layers_``).
+        The family's depth (``n_layers_``): 'auto' is 3 for 'nsf' and 'maf', 6 for
+        'realnvp' (the paper's comparator), 4 for 'injective' and the paper's 8 for the
+        others.
     activation : {'asinh', 'leaky_softplus'}, default='asinh'
         Invertible nonlinearity of the 'mlp' flow: ``asinh`` (the paper's) or
         ``0.1 u + 0.9 softplus(u)``.
@@ -165,22 +158,15 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         'auto' is 'exact' for the linear flow and 'adam' otherwise.
     max_iter : int or 'auto', default='auto'
         Maximum number of epochs for 'adam'. 'auto': for 'nsf' and 'maf', about 1 000
-        optimizer steps, within 50 to 250 epochs (250 at 2 000 points: 8 to 15 CPU
-        seconds on one thread in 2-D and 3-D); 1000 for 'injective'; for the others the
-        paper's model's 2000, chosen with its ``learning_rate_init`` and
-        ``n_iter_no_change`` on the paper's S-curve
-        (2 000 points, 8 layers; ``benchmarks/results/s_curve_tuning.md``: the curled
-        ends of the curve resolve only late, typically after 1 000 to 2 000 epochs).
+        optimizer steps within 50 to 250 epochs; 1000 for 'injective'; 2000 for the
+        others.
     batch_size : int or 'auto', default='auto'
         Mini-batch size for 'adam' (capped at the number of samples). 'auto': for 'nsf'
         and 'maf' a quarter of the training rows within 64 to 512 (4 steps per epoch up
         to 2 048 rows); 100 for 'injective'; 200 for the others.
     learning_rate_init : float or 'auto', default='auto'
-        Initial (for 'cosine': peak) Adam step size. 'auto': 1e-2 for 'nsf' and 'maf'
-        (against 5e-3, seeds 0-2: better on two moons and the paper's S-curve and sine,
-        as good on the banana and noisy S-curve) and 'injective', 3e-2 for the others
-        (on the paper's S-curve 3e-2 with the adaptive schedule resolved the ends of the
-        curve where 1e-2 did not).
+        Initial (for 'cosine': peak) Adam step size. 'auto': 1e-2 for 'nsf', 'maf' and
+        'injective', 3e-2 for the others.
     learning_rate : {'auto', 'cosine', 'adaptive', 'constant'}, default='auto'
         'cosine' warms up linearly over the first 5 % of the ``max_iter`` epochs' steps
         (from a tenth of ``learning_rate_init``) and then anneals to zero along a half
@@ -193,14 +179,13 @@ class NormalizingFlowPCA(TransformerMixin, BaseEstimator):
         Improvement (nats per sample) below which an epoch counts as no progress.
     n_iter_no_change : int or 'auto', default='auto'
         Epochs without progress tolerated before the plateau rule above applies. 'auto':
-        50 for 'nsf' and 'maf' (measured on 10 data sets x 3 seeds: the same weights as
-        100 on 29 of the 30 fits, 0.009 validation nats lower on one; 30 lost up to
-        0.08 nats), 40 for the others.
+        50 for 'nsf' and 'maf', 40 for the others.
     early_stopping : bool or 'auto', default='auto'
         Hold out ``validation_fraction`` of the data, follow its log-likelihood for
         convergence, and keep the weights that scored best on it. 'auto' is True for
         'nsf' and 'maf' and False for the others (the paper's model trains on all the
-        data).
+        data). Every 'auto' above and how it was measured is in the user guide's
+        :ref:`defaults` page (``benchmarks/results/defaults.md``).
     validation_fraction : float, default=0.1
         Fraction of the training data held out when ``early_stopping`` is True.
     device : {'auto', 'cpu', 'cuda'}, str or torch.device, default='auto'

@@ -169,5 +169,8 @@ def _exported_flow_methods():
 def test_exported_flow_methods_have_examples(cls, name):
     # inspect.getdoc inherits: an override without a docstring shows its ancestor's
     # (as Sphinx autodoc does), so such overrides count as documented by the contract.
+    # A method may instead be shown once in its class's Examples (called there).
     doc = inspect.getdoc(getattr(cls, name)) or ""
-    assert "Examples\n--------" in doc, f"{cls.__name__}.{name} docstring lacks Examples"
+    class_examples = (inspect.getdoc(cls) or "").partition("Examples\n--------")[2]
+    assert "Examples\n--------" in doc or f".{name}(" in class_examples, \
+        f"{cls.__name__}.{name} has no Examples, nor a call in the class's Examples"

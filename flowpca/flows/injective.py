@@ -113,13 +113,26 @@ class InjectiveFlow(Flow):
     >>> J = flow.jacobian_g(z)
     >>> J.shape
     torch.Size([5, 3, 2])
-    >>> torch.allclose(flow.half_log_det_gram(z), 0.5 * torch.logdet(J.transpose(1, 2) @ J))
+    >>> log_volume = flow.half_log_det_gram(z)  # the sum of log singular values of J_g
+    >>> torch.allclose(log_volume, torch.linalg.svdvals(J).log().sum(dim=-1))
     True
+    >>> torch.allclose(flow.volume_term(z), log_volume)  # its value; the gradient is exact
+    True
+    >>> flow.stochastic_volume_surrogate(z).shape  # the gradient by Hutchinson probes
+    torch.Size([5])
     >>> z_hat, x_hat = flow.reconstruct(x)  # on the manifold: x comes back
     >>> torch.allclose(x_hat, x)
     True
     >>> flow.manifold_log_likelihood(x).shape
     torch.Size([5])
+
+    Training has no Tikhonov term (``alpha`` sets the noise floor instead):
+
+    >>> y, log_abs_det, penalty = flow.forward_and_frobenius_sq(x)
+    >>> torch.equal(penalty, flow.frobenius_sq(x)), bool((penalty == 0).all())
+    (True, True)
+    >>> torch.equal(flow.forward(x)[0], y)
+    True
     """
 
     is_injective = True
