@@ -143,7 +143,7 @@ def speed(repeats):
     for family, cls in (("nsf", NSFFlow), ("maf", MAFFlow)):
         for D, X in datasets.items():
             x = torch.tensor(X - X.mean(axis=0))
-            flow = cls(D, transforms=N_LAYERS, seed=SEED).standardize_for(x)
+            flow = cls(D, n_layers=N_LAYERS, seed=SEED).standardize_for(x)
             method = "exact" if D <= 8 else "hutchinson"
             for name, alpha, make in variants:
                 penalty = make(method)

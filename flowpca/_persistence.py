@@ -96,6 +96,8 @@ def flow_from_state(stored):
     if not (isinstance(arrays, dict) and all(isinstance(value, np.ndarray)
                                              for value in arrays.values())):
         raise ValueError("Invalid stored flow weights: expected a dict of arrays.")
+    # Configurations stored before a constructor argument was renamed.
+    config = {cls.renamed_parameters.get(key, key): value for key, value in config.items()}
     flow = cls(**config)
     tensors = {key: torch.from_numpy(np.array(value)) for key, value in arrays.items()}
     if tensors:

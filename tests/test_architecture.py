@@ -83,7 +83,7 @@ def test_public_methods_never_test_the_model_kind():
 
 @pytest.mark.parametrize("flow, expected", [
     (LinearFlow(3), "linear"), (MLPFlow(3, n_layers=1), "projected"),
-    (NSFFlow(3, transforms=1, hidden_features=(4,)), "integrated"),
+    (NSFFlow(3, n_layers=1, hidden_features=(4,)), "integrated"),
     (InjectiveFlow(3, 2, n_layers=1, latent_layers=1), "latent"),
 ])
 def test_the_flow_traits_choose_the_component_map(flow, expected):

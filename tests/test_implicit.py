@@ -31,10 +31,10 @@ def generator(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def random_flow(n_features, n_blocks=2, seed=0, gain=4.0, **kwargs):
+def random_flow(n_features, n_layers=2, seed=0, gain=4.0, **kwargs):
     """An evaluation-mode flow whose g's sit at their Lipschitz bound."""
     X = torch.randn(200, n_features, generator=generator(seed), dtype=torch.float64)
-    flow = ImplicitFlow.from_data(X, 1e-3, generator=generator(seed + 1), n_blocks=n_blocks,
+    flow = ImplicitFlow.from_data(X, 1e-3, generator=generator(seed + 1), n_layers=n_layers,
                                   output_scale=1.0, **kwargs)
     with torch.no_grad():
         for g in flow._g_modules():
@@ -57,9 +57,9 @@ def autograd_jacobian(flow, x):
 
 # ---------------------------------------------------------------- the flow
 @settings(max_examples=8, deadline=None)
-@given(n_features=st.integers(1, 5), n_blocks=st.integers(0, 2), seed=st.integers(0, 99))
-def test_exact_log_det_and_jacobian_match_autograd(n_features, n_blocks, seed):
-    flow = random_flow(n_features, n_blocks, seed)
+@given(n_features=st.integers(1, 5), n_layers=st.integers(0, 2), seed=st.integers(0, 99))
+def test_exact_log_det_and_jacobian_match_autograd(n_features, n_layers, seed):
+    flow = random_flow(n_features, n_layers, seed)
     x = random_x(5, n_features, seed)
     J = autograd_jacobian(flow, x)
     v = random_x(5, n_features, seed + 2)
@@ -71,7 +71,7 @@ def test_exact_log_det_and_jacobian_match_autograd(n_features, n_blocks, seed):
 def test_tikhonov_penalty_is_that_of_the_mlp_flow(alpha):
     # The training objective is the MLP flow's: the mean of ||f(x)||^2 / 2 -
     # log|det J_f(x)| + alpha / 2 ||J_f(x)||_F^2, with J_f the autograd Jacobian.
-    flow = random_flow(3, n_blocks=2, seed=11)
+    flow = random_flow(3, n_layers=2, seed=11)
     x = random_x(6, 3)
     J = autograd_jacobian(flow, x)
     expected = penalized_nll_from_jacobian(flow, x, J, alpha)
@@ -79,7 +79,7 @@ def test_tikhonov_penalty_is_that_of_the_mlp_flow(alpha):
 
 
 def test_log_det_is_the_difference_of_the_two_residual_terms():
-    flow = random_flow(3, n_blocks=1, seed=4)
+    flow = random_flow(3, n_layers=1, seed=4)
     x = random_x(6, 3)
     block = flow.blocks[0]
     with torch.no_grad():
@@ -101,7 +101,7 @@ def test_power_series_log_det_is_unbiased():
     # 150 calls lies within 5 standard errors of the exact value at each of the 3 points
     # (a false alarm has probability below 2e-6).
     n_features, n_copies, n_calls = 4, 50, 150
-    flow = random_flow(n_features, n_blocks=1, seed=3)
+    flow = random_flow(n_features, n_layers=1, seed=3)
     x = random_x(3, n_features, seed=4)
     exact = flow(x)[1]
     flow.eval_exact_logdet_max_features = 0
@@ -116,7 +116,7 @@ def test_power_series_log_det_is_unbiased():
 @settings(max_examples=6, deadline=None)
 @given(n_features=st.integers(1, 5), seed=st.integers(0, 99))
 def test_inverse_round_trip(n_features, seed):
-    flow = random_flow(n_features, n_blocks=2, seed=seed)
+    flow = random_flow(n_features, n_layers=2, seed=seed)
     x = random_x(20, n_features, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -128,7 +128,7 @@ def test_fixed_point_root_finding_above_the_newton_size():
     # Above NEWTON_MAX_FEATURES the blocks are solved (and differentiated) by fixed-point
     # iteration: the same round trip and log-det.
     n_features = _spectral.NEWTON_MAX_FEATURES + 1
-    flow = random_flow(n_features, n_blocks=1, seed=2, hidden_sizes=(8,))
+    flow = random_flow(n_features, n_layers=1, seed=2, hidden_features=(8,))
     x = random_x(4, n_features)
     y, log_abs_det = flow(x)
     torch.testing.assert_close(flow.inverse(y), x, rtol=0, atol=1e-6)
@@ -137,7 +137,7 @@ def test_fixed_point_root_finding_above_the_newton_size():
 
 
 def test_iteration_cap_warns_both_ways():
-    flow = random_flow(3, n_blocks=1, seed=0, inverse_max_iter=1)
+    flow = random_flow(3, n_layers=1, seed=0, inverse_max_iter=1)
     x = random_x(5, 3)
     with pytest.warns(ConvergenceWarning, match="ImplicitFlow.forward did not converge"):
         y = flow(x)[0]
@@ -165,7 +165,7 @@ def _loss(flow, x):
 
 @pytest.mark.parametrize("n_features", [3, _spectral.NEWTON_MAX_FEATURES + 1])
 def test_implicit_gradients_match_finite_differences(n_features):
-    flow = _trainable(random_flow(n_features, n_blocks=1, seed=5, hidden_sizes=(6,)))
+    flow = _trainable(random_flow(n_features, n_layers=1, seed=5, hidden_features=(6,)))
     x = random_x(4, n_features).requires_grad_(True)
     loss = _loss(flow, x)
     parameters = [flow.blocks[0].g_z.weights[0], flow.blocks[0].g_z.biases[-1],
@@ -188,7 +188,7 @@ def test_implicit_gradients_match_finite_differences(n_features):
 def test_implicit_gradients_match_the_unrolled_solver():
     # Backpropagating through 300 fixed-point iterations z <- w - g_z(z) (converged to
     # machine precision, Lip(g_z) < 1) gives the same gradients as the adjoint solve.
-    flow = _trainable(random_flow(3, n_blocks=1, seed=6, hidden_sizes=(6,)))
+    flow = _trainable(random_flow(3, n_layers=1, seed=6, hidden_features=(6,)))
     x = random_x(5, 3)
     block = flow.blocks[0]
     parameters = list(block.g_z.parameters()) + list(block.g_x.parameters())

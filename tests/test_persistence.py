@@ -15,7 +15,9 @@ from sklearn.exceptions import InconsistentVersionWarning as SklearnInconsistent
 import flowpca._estimator
 from flowpca import NormalizingFlowPCA
 from flowpca.exceptions import InconsistentVersionWarning
-from flowpca.flows import LinearFlow, MLPFlow
+from flowpca import _persistence
+from flowpca.flows import (ImplicitFlow, LinearFlow, MAFFlow, MLPFlow, NSFFlow, RealNVPFlow,
+                           ResidualFlow)
 
 from .conftest import PAPER_TRAINING, anisotropic_gaussian
 
@@ -197,3 +199,29 @@ def test_models_saved_before_component_maps_load_unchanged(name):
                                       record["inverse_transform"])
     restored = pickle.loads(pickle.dumps(model))  # and stored again in the new layout
     np.testing.assert_array_equal(restored.transform(record["X"]), record["transform"])
+
+
+@pytest.mark.parametrize("cls, old, new, value", [
+    (RealNVPFlow, "n_couplings", "n_layers", 2), (ResidualFlow, "n_blocks", "n_layers", 2),
+    (ResidualFlow, "hidden_sizes", "hidden_features", (8,)),
+    (ImplicitFlow, "n_blocks", "n_layers", 2), (NSFFlow, "transforms", "n_layers", 2),
+    (MAFFlow, "transforms", "n_layers", 2),
+])
+def test_renamed_flow_arguments_warn_and_stored_configs_load(cls, old, new, value):
+    # One name per concept across families (depth n_layers, widths hidden_features); the
+    # names before flowpca 0.2 still work for one release, with a FutureWarning, and
+    # configurations stored under them load silently.
+    with pytest.warns(FutureWarning, match=f"'{old}' is deprecated"):
+        flow = cls(3, **{old: value})
+    assert getattr(flow, new) == value and old not in flow.get_config()
+    with pytest.warns(FutureWarning, match=f"'{old}' is deprecated"):
+        assert getattr(flow, old) == value
+    stored = _persistence.flow_to_state(flow)
+    stored["config"] = {old if key == new else key: item
+                        for key, item in stored["config"].items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = _persistence.flow_from_state(stored)
+    assert getattr(loaded, new) == value
+    for key, tensor in flow.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], tensor)

@@ -27,10 +27,10 @@ def generator(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def random_flow(n_features, n_couplings, hidden_features=SMALL, seed=0, scale_clamp=3.0):
+def random_flow(n_features, n_layers, hidden_features=SMALL, seed=0, scale_clamp=3.0):
     """A flow with random, well-conditioned input layer and non-trivial couplings."""
     gen = generator(seed)
-    flow = RealNVPFlow(n_features, n_couplings, hidden_features, scale_clamp)
+    flow = RealNVPFlow(n_features, n_layers, hidden_features, scale_clamp)
     flow.reset_parameters(gen)
     with torch.no_grad():
         q, _ = torch.linalg.qr(torch.randn(n_features, n_features, generator=gen,
@@ -71,10 +71,10 @@ def test_is_a_flow_starting_at_the_identity():
 
 
 @settings(max_examples=20, deadline=None)
-@given(n_features=st.integers(1, 6), n_couplings=st.integers(0, 4),
+@given(n_features=st.integers(1, 6), n_layers=st.integers(0, 4),
        seed=st.integers(0, 2**31 - 1))
-def test_log_abs_det_and_jacobian_match_autograd(n_features, n_couplings, seed):
-    flow = random_flow(n_features, n_couplings, seed=seed)
+def test_log_abs_det_and_jacobian_match_autograd(n_features, n_layers, seed):
+    flow = random_flow(n_features, n_layers, seed=seed)
     x = random_x(6, n_features, seed + 1)
     y, log_abs_det = flow(x)
     J = autograd_jacobian(flow, x)
@@ -89,10 +89,10 @@ def test_log_abs_det_and_jacobian_match_autograd(n_features, n_couplings, seed):
 
 
 @settings(max_examples=20, deadline=None)
-@given(n_features=st.integers(1, 6), n_couplings=st.integers(0, 4),
+@given(n_features=st.integers(1, 6), n_layers=st.integers(0, 4),
        seed=st.integers(0, 2**31 - 1))
-def test_inverse_round_trip(n_features, n_couplings, seed):
-    flow = random_flow(n_features, n_couplings, seed=seed)
+def test_inverse_round_trip(n_features, n_layers, seed):
+    flow = random_flow(n_features, n_layers, seed=seed)
     x = random_x(8, n_features, seed + 1)
     torch.testing.assert_close(flow.inverse(flow(x)[0]), x, rtol=0, atol=1e-10)
     y = random_x(8, n_features, seed + 2)
@@ -158,7 +158,7 @@ def test_from_data_starts_at_the_whitening():
     X = torch.as_tensor(make_sine_wave(500, random_state=0)[0], dtype=torch.float64)
     X = X - X.mean(dim=0)
     alpha = 1e-3
-    flow = RealNVPFlow.from_data(X, alpha, n_couplings=2, hidden_features=SMALL,
+    flow = RealNVPFlow.from_data(X, alpha, n_layers=2, hidden_features=SMALL,
                                  generator=generator(0))
     y, log_abs_det = flow(X)
     covariance = X.T @ X / X.shape[0] + alpha * torch.eye(3, dtype=torch.float64)
@@ -175,7 +175,7 @@ def test_from_data_starts_at_the_whitening():
 def test_config_rebuilds_the_flow():
     flow = random_flow(3, 2, hidden_features=(8, 4), seed=1)
     config = flow.get_config()
-    assert config == {"n_features": 3, "n_couplings": 2, "hidden_features": (8, 4),
+    assert config == {"n_features": 3, "n_layers": 2, "hidden_features": (8, 4),
                       "scale_clamp": 3.0}
     rebuilt = RealNVPFlow(**config)
     rebuilt.load_state_dict(flow.state_dict())
@@ -191,7 +191,7 @@ def test_config_rebuilds_the_flow():
     (dict(scale_clamp=0.0), "scale_clamp"),
     (dict(scale_clamp=math.inf), "scale_clamp"),
     (dict(scale_clamp="3"), "scale_clamp"),
-    (dict(n_couplings=-1), "n_couplings"),
+    (dict(n_layers=-1), "n_layers"),
 ])
 def test_invalid_arguments_are_rejected(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -204,7 +204,7 @@ def test_builder_uses_n_layers_and_flow_params():
                              flow_params={"hidden_features": [8], "scale_clamp": 1.5})
     flow = build_flow("realnvp", X, settings_)
     assert isinstance(flow, RealNVPFlow)
-    assert flow.get_config() == {"n_features": 3, "n_couplings": 2,
+    assert flow.get_config() == {"n_features": 3, "n_layers": 2,
                                  "hidden_features": (8,), "scale_clamp": 1.5}
 
 
@@ -228,7 +228,7 @@ def fitted():
 def test_estimator_fits_a_realnvp_flow_better_than_the_gaussian(fitted):
     model, X = fitted
     assert isinstance(model.flow_, RealNVPFlow)
-    assert model.flow_.get_config()["n_couplings"] == 4
+    assert model.flow_.get_config()["n_layers"] == 4
     X_test = make_sine_wave(300, random_state=1)[0]
     gaussian = NormalizingFlowPCA(flow="linear").fit(X).score(X_test)
     assert model.score(X_test) > gaussian + 0.2

@@ -31,11 +31,11 @@ def generator(seed):
     return torch.Generator().manual_seed(seed)
 
 
-def random_flow(n_features, n_blocks=3, seed=0, gain=4.0, **kwargs):
+def random_flow(n_features, n_layers=3, seed=0, gain=4.0, **kwargs):
     """An evaluation-mode flow whose g's sit at their Lipschitz bound (weights scaled up
     by ``gain`` before normalization), so that the blocks are far from the identity."""
     X = torch.randn(200, n_features, generator=generator(seed), dtype=torch.float64)
-    flow = ResidualFlow.from_data(X, 1e-3, generator=generator(seed + 1), n_blocks=n_blocks,
+    flow = ResidualFlow.from_data(X, 1e-3, generator=generator(seed + 1), n_layers=n_layers,
                                   output_scale=1.0, **kwargs)
     with torch.no_grad():
         for g in flow.blocks:
@@ -58,10 +58,10 @@ def autograd_jacobian(flow, x):
 
 # ---------------------------------------------------------------- the flow
 @settings(max_examples=10, deadline=None)
-@given(n_features=st.integers(1, 6), n_blocks=st.integers(0, 3), seed=st.integers(0, 99),
+@given(n_features=st.integers(1, 6), n_layers=st.integers(0, 3), seed=st.integers(0, 99),
        activation=st.sampled_from(["lipswish", "elu"]))
-def test_exact_log_det_and_jacobian_match_autograd(n_features, n_blocks, seed, activation):
-    flow = random_flow(n_features, n_blocks, seed, activation=activation)
+def test_exact_log_det_and_jacobian_match_autograd(n_features, n_layers, seed, activation):
+    flow = random_flow(n_features, n_layers, seed, activation=activation)
     x = random_x(7, n_features, seed)
     J = autograd_jacobian(flow, x)
     v = random_x(7, n_features, seed + 2)
@@ -73,7 +73,7 @@ def test_exact_log_det_and_jacobian_match_autograd(n_features, n_blocks, seed, a
 def test_tikhonov_penalty_is_that_of_the_mlp_flow(alpha):
     # The training objective is the MLP flow's: the mean of ||f(x)||^2 / 2 -
     # log|det J_f(x)| + alpha / 2 ||J_f(x)||_F^2, with J_f the autograd Jacobian.
-    flow = random_flow(3, n_blocks=2, seed=11)
+    flow = random_flow(3, n_layers=2, seed=11)
     x = random_x(6, 3)
     J = autograd_jacobian(flow, x)
     expected = penalized_nll_from_jacobian(flow, x, J, alpha)
@@ -86,7 +86,7 @@ def test_power_series_log_det_is_unbiased():
     # 200 calls lies within 5 standard errors of the exact value at each of the 4 points
     # (a false alarm has probability below 3e-6).
     n_features, n_copies, n_calls = 5, 50, 200
-    flow = random_flow(n_features, n_blocks=2, seed=3, gain=4.0)
+    flow = random_flow(n_features, n_layers=2, seed=3, gain=4.0)
     x = random_x(4, n_features, seed=4)
     exact = flow(x)[1]
     flow.eval_exact_logdet_max_features = 0  # use the estimator in evaluation mode
@@ -104,7 +104,7 @@ def test_power_series_gradient_is_unbiased():
     # The Neumann-series gradient of the estimate with respect to the input, averaged
     # like the values above, matches the exact gradient of log|det J_f| (same rule).
     n_features, n_copies, n_calls = 3, 50, 100
-    flow = random_flow(n_features, n_blocks=1, seed=6, gain=4.0)
+    flow = random_flow(n_features, n_layers=1, seed=6, gain=4.0)
     x = random_x(2, n_features, seed=7)
     exact = torch.func.jacrev(lambda r: flow(r)[1].sum())(x).ravel()
     flow.eval_exact_logdet_max_features = 0
@@ -120,7 +120,7 @@ def test_power_series_gradient_is_unbiased():
 
 
 def test_scores_are_deterministic_with_the_estimator():
-    flow = random_flow(4, n_blocks=2, seed=9, eval_exact_logdet_max_features=0)
+    flow = random_flow(4, n_layers=2, seed=9, eval_exact_logdet_max_features=0)
     x = random_x(6, 4)
     torch.testing.assert_close(flow(x)[1], flow(x)[1], rtol=0, atol=0)
 
@@ -128,7 +128,7 @@ def test_scores_are_deterministic_with_the_estimator():
 @settings(max_examples=8, deadline=None)
 @given(n_features=st.integers(1, 5), seed=st.integers(0, 99))
 def test_inverse_round_trip(n_features, seed):
-    flow = random_flow(n_features, n_blocks=3, seed=seed)
+    flow = random_flow(n_features, n_layers=3, seed=seed)
     x = random_x(20, n_features, seed)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -137,14 +137,14 @@ def test_inverse_round_trip(n_features, seed):
 
 
 def test_inverse_warns_when_the_iteration_cap_is_hit():
-    flow = random_flow(3, n_blocks=2, seed=0, inverse_max_iter=1)
+    flow = random_flow(3, n_layers=2, seed=0, inverse_max_iter=1)
     y = flow(random_x(5, 3))[0]
     with pytest.warns(ConvergenceWarning, match="did not converge for 5 of 5 rows"):
         flow.inverse(y)
 
 
 def test_lipschitz_bound_and_finalize():
-    flow = random_flow(4, n_blocks=2, seed=1, lipschitz=0.7, gain=10.0)
+    flow = random_flow(4, n_layers=2, seed=1, lipschitz=0.7, gain=10.0)
     for g in flow.blocks:
         # Spectral norms of the normalized layers, and the raw weights after finalize.
         assert max(g.spectral_norms()) <= 0.7 + 1e-6
@@ -153,7 +153,7 @@ def test_lipschitz_bound_and_finalize():
 
 
 def test_power_vectors_are_buffers_and_persist():
-    flow = random_flow(3, n_blocks=1, seed=2)
+    flow = random_flow(3, n_layers=1, seed=2)
     names = [name for name, _ in flow.named_buffers()]
     assert "blocks.0.left_0" in names and "blocks.0.right_1" in names
     rebuilt = ResidualFlow(**flow.get_config())
@@ -268,7 +268,7 @@ def test_hidden_sizes_is_a_deprecated_name_of_hidden_features():
     new = _fit(X, n_layers=1, max_iter=2, flow_params={"hidden_features": (8,)})
     with pytest.warns(FutureWarning, match=r"\['hidden_sizes'\] is deprecated"):
         old = _fit(X, n_layers=1, max_iter=2, flow_params={"hidden_sizes": (8,)})
-    assert old.flow_.hidden_sizes == new.flow_.hidden_sizes == (8,)
+    assert old.flow_.hidden_features == new.flow_.hidden_features == (8,)
     np.testing.assert_array_equal(old.score_samples(X), new.score_samples(X))
     with pytest.raises(ValueError, match="both 'hidden_features' and its deprecated"):
         _fit(X, n_layers=1, max_iter=2,

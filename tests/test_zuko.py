@@ -33,7 +33,7 @@ def autograd_jacobians(flow, x):
 
 def random_flow(cls, n_features, seed):
     """A flow with random standardization and weights moved away from the init."""
-    flow = cls(n_features, transforms=2, hidden_features=(16, 16), seed=seed)
+    flow = cls(n_features, n_layers=2, hidden_features=(16, 16), seed=seed)
     rng = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for parameter in flow.parameters():
@@ -134,7 +134,7 @@ def test_builders_standardize_and_read_flow_params():
                              generator=torch.Generator().manual_seed(0))
     flow = build_flow("nsf", X, settings_)
     assert isinstance(flow, NSFFlow)
-    assert flow.get_config() == {"n_features": 3, "transforms": 2, "hidden_features": (16, 16),
+    assert flow.get_config() == {"n_features": 3, "n_layers": 2, "hidden_features": (16, 16),
                                  "bins": 5, "bound": 5.0, "seed": flow.seed}
     # The standard deviation (with the floor), widened where a point would fall outside
     # 90 % of the splines' domain.
@@ -314,7 +314,7 @@ def test_fitted_jacobian_by_forward_mode_equals_autograd(cls, monkeypatch):
     # 16 rows); it must be the reverse-mode one (torch.autograd.functional.jacobian).
     monkeypatch.setattr(flowpca.flows.zuko, "_FORWARD_MODE_TANGENTS", 160)
     X = torch.tensor(np.random.RandomState(3).normal(size=(37, 10)))
-    flow = cls(10, transforms=2, **SMALL).standardize_for(X).requires_grad_(False)
+    flow = cls(10, n_layers=2, **SMALL).standardize_for(X).requires_grad_(False)
     with torch.no_grad():
         J = flow.jacobian(X)
     expected = torch.stack([torch.autograd.functional.jacobian(

@@ -7,6 +7,7 @@ have generic :mod:`torch.func` fallbacks that families with structure override f
 
 import abc
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,6 +84,9 @@ class Flow(nn.Module, abc.ABC):
     #: The estimator's ``component_map='auto'`` for this flow (see
     #: :func:`flowpca.components.make_component_map`).
     default_component_map = "projected"
+    #: Constructor arguments renamed since flowpca 0.1 (old name -> new), so that stored
+    #: configurations load (see :mod:`flowpca._persistence`).
+    renamed_parameters = {}
 
     def __init__(self, n_features):
         super().__init__()
@@ -522,3 +526,24 @@ class FlowSettings:
                 f"flow_params has keys {unknown} that flow={family!r} does not accept; "
                 f"accepted keys are {sorted(defaults)}.")
         return {**defaults, **self.flow_params}
+
+
+def renamed_parameter(old, new, value):
+    """``value``, given under the parameter's name before flowpca 0.2, with a
+    :class:`FutureWarning` that names the new one."""
+    warnings.warn(f"{old!r} is deprecated and will be removed in flowpca 0.3: use "
+                  f"{new!r}, the name every family uses.", FutureWarning, stacklevel=3)
+    return value
+
+
+class RenamedAttribute:
+    """A read-only alias, with a :class:`FutureWarning`, of an attribute renamed since
+    flowpca 0.1."""
+
+    def __init__(self, old, new):
+        self.old, self.new = old, new
+
+    def __get__(self, instance, owner=None):
+        if instance is None:
+            return self
+        return renamed_parameter(self.old, self.new, getattr(instance, self.new))

@@ -205,7 +205,7 @@ class LipschitzMLP(nn.Module):
     ----------
     n_features : int
         Dimension ``D`` of input and output.
-    hidden_sizes : tuple of int, default=(32, 32)
+    hidden_features : tuple of int, default=(32, 32)
         Widths of the hidden layers.
     lipschitz : float, default=0.9
         Bound ``c`` in ``(0, 1)`` on each layer's spectral norm.
@@ -216,15 +216,15 @@ class LipschitzMLP(nn.Module):
         2019), or ELU; both are 1-Lipschitz and continuously differentiable.
     """
 
-    def __init__(self, n_features, hidden_sizes=(32, 32), lipschitz=0.9,
+    def __init__(self, n_features, hidden_features=(32, 32), lipschitz=0.9,
                  n_power_iterations=1, activation="lipswish"):
         super().__init__()
         _check_lipschitz(lipschitz)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}.")
-        sizes = [int(n_features), *(int(h) for h in hidden_sizes), int(n_features)]
+        sizes = [int(n_features), *(int(h) for h in hidden_features), int(n_features)]
         if min(sizes) < 1:
-            raise ValueError(f"hidden_sizes must be positive, got {hidden_sizes!r}.")
+            raise ValueError(f"hidden_features must be positive, got {hidden_features!r}.")
         self.lipschitz = float(lipschitz)
         self.n_power_iterations = int(n_power_iterations)
         self.activation = activation

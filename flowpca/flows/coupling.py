@@ -1,7 +1,7 @@
 """RealNVP: affine coupling layers (Dinh, Sohl-Dickstein & Bengio, 2017).
 
 The flow whitens its input with a trainable affine map ``h_0 = W x + b`` and then applies
-``n_couplings`` affine couplings. Coupling ``k`` splits the features by parity into a
+``n_layers`` affine couplings. Coupling ``k`` splits the features by parity into a
 conditioning part ``a`` and a transformed part ``b`` (the roles alternate from one coupling
 to the next) and maps
 
@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .. import _linalg
-from ._base import TangentPassFlow, whitening
+from ._base import RenamedAttribute, TangentPassFlow, renamed_parameter, whitening
 
 
 #: Defaults of ``flow_params`` for ``flow='realnvp'`` (see :func:`build_realnvp`).
@@ -103,8 +103,9 @@ class RealNVPFlow(TangentPassFlow):
     ----------
     n_features : int
         Dimension ``D``.
-    n_couplings : int, default=6
-        Number of coupling layers ``K`` (the paper's comparator has 6).
+    n_layers : int, default=6
+        Number of coupling layers ``K`` (the paper's comparator has 6;
+        ``n_couplings`` before flowpca 0.2, deprecated).
     hidden_features : tuple of int, default=(64, 64)
         Widths of each conditioner's hidden ReLU layers. The paper's comparator used
         ``(512, 512)``; see :func:`build_realnvp` for why the default is smaller.
@@ -146,7 +147,7 @@ class RealNVPFlow(TangentPassFlow):
     >>> from flowpca.flows import RealNVPFlow
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
-    >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_couplings=2, hidden_features=(8,),
+    >>> flow = RealNVPFlow.from_data(X, alpha=1e-3, n_layers=2, hidden_features=(8,),
     ...                              generator=torch.Generator().manual_seed(0))
     >>> y, log_abs_det = flow(X)
     >>> y.shape, log_abs_det.shape
@@ -157,12 +158,17 @@ class RealNVPFlow(TangentPassFlow):
     torch.Size([2, 3, 3])
     """
 
-    def __init__(self, n_features, n_couplings=6, hidden_features=(64, 64),
-                 scale_clamp=3.0):
+    renamed_parameters = {"n_couplings": "n_layers"}
+    n_couplings = RenamedAttribute("n_couplings", "n_layers")
+
+    def __init__(self, n_features, n_layers=6, hidden_features=(64, 64),
+                 scale_clamp=3.0, *, n_couplings=None):
         super().__init__(n_features)
-        if not isinstance(n_couplings, Integral) or n_couplings < 0:
-            raise ValueError(f"n_couplings must be an int >= 0, got {n_couplings!r}.")
-        self.n_couplings = int(n_couplings)
+        if n_couplings is not None:
+            n_layers = renamed_parameter("n_couplings", "n_layers", n_couplings)
+        if not isinstance(n_layers, Integral) or n_layers < 0:
+            raise ValueError(f"n_layers must be an int >= 0, got {n_layers!r}.")
+        self.n_layers = int(n_layers)
         self.hidden_features = _check_hidden_features(hidden_features)
         self.scale_clamp = _check_scale_clamp(scale_clamp)
         D = self.n_features
@@ -179,11 +185,11 @@ class RealNVPFlow(TangentPassFlow):
             self.register_buffer(f"_unsplit{parity}", torch.argsort(order), persistent=False)
         self.conditioners = nn.ModuleList([
             _Conditioner(len(splits[k % 2][0]), len(splits[k % 2][1]), self.hidden_features)
-            for k in range(self.n_couplings)])
+            for k in range(self.n_layers)])
         self.reset_parameters(torch.Generator().manual_seed(0))
 
     def get_config(self):
-        return {"n_features": self.n_features, "n_couplings": self.n_couplings,
+        return {"n_features": self.n_features, "n_layers": self.n_layers,
                 "hidden_features": self.hidden_features, "scale_clamp": self.scale_clamp}
 
     @torch.no_grad()
@@ -208,7 +214,7 @@ class RealNVPFlow(TangentPassFlow):
         >>> import torch
         >>> from flowpca.flows import RealNVPFlow
         >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-        >>> flow = RealNVPFlow.from_data(x, alpha=1e-3, n_couplings=2, hidden_features=(8,))
+        >>> flow = RealNVPFlow.from_data(x, alpha=1e-3, n_layers=2, hidden_features=(8,))
         >>> flow.reset_parameters(torch.Generator().manual_seed(1))
         >>> y, log_abs_det = flow(x)
         >>> torch.equal(y, x), log_abs_det.tolist()
@@ -220,8 +226,8 @@ class RealNVPFlow(TangentPassFlow):
             conditioner.reset_parameters(generator)
 
     @classmethod
-    def from_data(cls, X, alpha, n_couplings=6, hidden_features=(64, 64),
-                  scale_clamp=3.0, generator=None):
+    def from_data(cls, X, alpha, n_layers=6, hidden_features=(64, 64),
+                  scale_clamp=3.0, generator=None, *, n_couplings=None):
         """Build a flow that starts at the whitening of ``X``: the linear flow's optimum.
 
         The input layer is ``W = diag((lambda + alpha)^{-1/2}) V^T`` from the
@@ -237,7 +243,7 @@ class RealNVPFlow(TangentPassFlow):
             Centered data; its dtype and device are the flow's.
         alpha : float
             Penalty weight (variance floor) of the whitening.
-        n_couplings, hidden_features, scale_clamp
+        n_layers, hidden_features, scale_clamp
             As in the constructor.
         generator : torch.Generator, optional
             Source of the conditioners' hidden weights; a generator seeded with 0 if
@@ -257,13 +263,15 @@ class RealNVPFlow(TangentPassFlow):
         ...                 dtype=torch.float64)
         >>> X = X * torch.tensor([3.0, 1.0, 0.1], dtype=torch.float64)
         >>> X = X - X.mean(dim=0)
-        >>> flow = RealNVPFlow.from_data(X, alpha=0.0, n_couplings=2, hidden_features=(8,))
+        >>> flow = RealNVPFlow.from_data(X, alpha=0.0, n_layers=2, hidden_features=(8,))
         >>> y, _ = flow(X)
         >>> torch.allclose(y.T @ y / len(X), torch.eye(3, dtype=torch.float64))
         True
         """
         n_features = X.shape[1]
-        flow = cls(n_features, n_couplings, hidden_features, scale_clamp).to(
+        if n_couplings is not None:
+            n_layers = renamed_parameter("n_couplings", "n_layers", n_couplings)
+        flow = cls(n_features, n_layers, hidden_features, scale_clamp).to(
             device=X.device, dtype=X.dtype)
         if generator is None:
             generator = torch.Generator(device=X.device).manual_seed(0)
@@ -340,7 +348,7 @@ class RealNVPFlow(TangentPassFlow):
         # Exact inverse: couplings undone last to first (``b = (b' - t(a)) e^{-s(a)}``),
         # then ``x = W^{-1} (h_0 - b)``.
         h = y
-        for coupling in range(self.n_couplings - 1, -1, -1):
+        for coupling in range(self.n_layers - 1, -1, -1):
             kept, moved, unsplit = self._split(coupling)
             a, b = h.index_select(1, kept), h.index_select(1, moved)
             out, _ = self.conditioners[coupling](a)
@@ -385,7 +393,7 @@ def build_realnvp(X, settings):
     """
     params = settings.params("realnvp", DEFAULT_PARAMS)
     return RealNVPFlow.from_data(
-        X, settings.alpha, n_couplings=settings.n_layers,
+        X, settings.alpha, n_layers=settings.n_layers,
         hidden_features=_check_hidden_features(params["hidden_features"]),
         scale_clamp=_check_scale_clamp(params["scale_clamp"]),
         generator=settings.generator)

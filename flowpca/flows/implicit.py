@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import _linalg
 from . import _spectral
+from ._base import renamed_parameter
 from .residual import ResidualFlow, _warn_not_converged, build_residual_like
 
 
@@ -86,9 +87,9 @@ class ImplicitFlow(ResidualFlow):
     ----------
     n_features : int
         Dimension ``D``.
-    n_blocks : int, default=8
-        Number of implicit blocks ``K``.
-    hidden_sizes, lipschitz, n_power_iterations, activation
+    n_layers : int, default=8
+        Number of implicit blocks ``K`` (``n_blocks`` before flowpca 0.2, deprecated).
+    hidden_features, lipschitz, n_power_iterations, activation
         Of every ``g_x`` and ``g_z``, as in :class:`~flowpca.flows.residual.ResidualFlow`.
     exact_logdet_max_features, eval_exact_logdet_max_features, n_exact_terms, geometric_p
         ``log|det J_F| = log|det(I + J_{g_x}(x))| - log|det(I + J_{g_z}(z))|``: each term
@@ -131,7 +132,7 @@ class ImplicitFlow(ResidualFlow):
     >>> from flowpca.flows import ImplicitFlow
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
-    >>> flow = ImplicitFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
+    >>> flow = ImplicitFlow.from_data(X, alpha=1e-3, n_layers=2, hidden_features=(8,),
     ...                               generator=torch.Generator().manual_seed(0))
     >>> y, log_abs_det = flow(X)
     >>> y.shape, log_abs_det.shape
@@ -143,10 +144,12 @@ class ImplicitFlow(ResidualFlow):
     def _make_block(self):
         return _ImplicitBlock(self._make_g)
 
-    def __init__(self, n_features, n_blocks=8, **kwargs):
-        super().__init__(n_features, n_blocks=0, **kwargs)
-        self.n_blocks = int(n_blocks)
-        self.blocks = nn.ModuleList([self._make_block() for _ in range(self.n_blocks)])
+    def __init__(self, n_features, n_layers=8, *, n_blocks=None, **kwargs):
+        super().__init__(n_features, n_layers=0, **kwargs)
+        if n_blocks is not None:
+            n_layers = renamed_parameter("n_blocks", "n_layers", n_blocks)
+        self.n_layers = int(n_layers)
+        self.blocks = nn.ModuleList([self._make_block() for _ in range(self.n_layers)])
 
     def _g_modules(self):
         return [g for block in self.blocks for g in (block.g_x, block.g_z)]

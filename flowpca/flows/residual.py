@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import _linalg
 from . import _spectral
-from ._base import TangentPassFlow, draw_seed, whitening
+from ._base import RenamedAttribute, TangentPassFlow, draw_seed, renamed_parameter, whitening
 
 # Rows per chunk of the exact log-determinant at evaluation: at most this many floats in
 # the per-row Jacobians of one block.
@@ -41,13 +41,13 @@ class ResidualFlow(TangentPassFlow):
     ----------
     n_features : int
         Dimension ``D``.
-    n_blocks : int, default=8
-        Number of residual blocks ``K``.
-    hidden_sizes : tuple of int, default=(32, 32)
-        Hidden widths of each ``g_k``.
+    n_layers : int, default=8
+        Number of residual blocks ``K`` (``n_blocks`` before flowpca 0.2, deprecated).
+    hidden_features : tuple of int, default=(32, 32)
+        Hidden widths of each ``g_k`` (``hidden_sizes`` before flowpca 0.2, deprecated).
     lipschitz : float, default=0.9
         Bound ``c`` in ``(0, 1)`` on the spectral norm of every linear layer of the
-        ``g_k``, so ``Lip(g_k) <= c^(len(hidden_sizes) + 1) < 1``.
+        ``g_k``, so ``Lip(g_k) <= c^(len(hidden_features) + 1) < 1``.
     n_power_iterations : int, default=1
         Power iterations per training step for the spectral-norm estimates.
     activation : {'lipswish', 'elu'}, default='lipswish'
@@ -108,7 +108,7 @@ class ResidualFlow(TangentPassFlow):
     >>> from flowpca.flows import ResidualFlow
     >>> X = torch.randn(20, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
-    >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_blocks=2, hidden_sizes=(8,),
+    >>> flow = ResidualFlow.from_data(X, alpha=1e-3, n_layers=2, hidden_features=(8,),
     ...                               generator=torch.Generator().manual_seed(0))
     >>> y, log_abs_det = flow(X)
     >>> y.shape, log_abs_det.shape
@@ -117,13 +117,23 @@ class ResidualFlow(TangentPassFlow):
     True
     """
 
-    def __init__(self, n_features, n_blocks=8, hidden_sizes=(32, 32), lipschitz=0.9,
+    renamed_parameters = {"n_blocks": "n_layers", "hidden_sizes": "hidden_features"}
+    n_blocks = RenamedAttribute("n_blocks", "n_layers")
+    hidden_sizes = RenamedAttribute("hidden_sizes", "hidden_features")
+
+    def __init__(self, n_features, n_layers=8, hidden_features=(32, 32), lipschitz=0.9,
                  n_power_iterations=1, activation="lipswish", exact_logdet_max_features=10,
                  eval_exact_logdet_max_features=512, n_exact_terms=2, geometric_p=0.5,
-                 inverse_tol=1e-10, inverse_max_iter=500, seed=0):
+                 inverse_tol=1e-10, inverse_max_iter=500, seed=0, *, n_blocks=None,
+                 hidden_sizes=None):
         super().__init__(n_features)
-        self.n_blocks = int(n_blocks)
-        self.hidden_sizes = tuple(int(h) for h in hidden_sizes)
+        if n_blocks is not None:
+            n_layers = renamed_parameter("n_blocks", "n_layers", n_blocks)
+        if hidden_sizes is not None:
+            hidden_features = renamed_parameter("hidden_sizes", "hidden_features",
+                                                hidden_sizes)
+        self.n_layers = int(n_layers)
+        self.hidden_features = tuple(int(h) for h in hidden_features)
         self.lipschitz = float(lipschitz)
         self.n_power_iterations = int(n_power_iterations)
         self.activation = activation
@@ -137,15 +147,15 @@ class ResidualFlow(TangentPassFlow):
         self._generator = None
         self.weight = nn.Parameter(torch.eye(self.n_features, dtype=torch.float64))
         self.bias = nn.Parameter(torch.zeros(self.n_features, dtype=torch.float64))
-        self.blocks = nn.ModuleList([self._make_g() for _ in range(self.n_blocks)])
+        self.blocks = nn.ModuleList([self._make_g() for _ in range(self.n_layers)])
 
     def _make_g(self):
-        return _spectral.LipschitzMLP(self.n_features, self.hidden_sizes, self.lipschitz,
+        return _spectral.LipschitzMLP(self.n_features, self.hidden_features, self.lipschitz,
                                       self.n_power_iterations, self.activation)
 
     def get_config(self):
-        return {"n_features": self.n_features, "n_blocks": self.n_blocks,
-                "hidden_sizes": self.hidden_sizes, "lipschitz": self.lipschitz,
+        return {"n_features": self.n_features, "n_layers": self.n_layers,
+                "hidden_features": self.hidden_features, "lipschitz": self.lipschitz,
                 "n_power_iterations": self.n_power_iterations,
                 "activation": self.activation,
                 "exact_logdet_max_features": self.exact_logdet_max_features,
@@ -187,7 +197,7 @@ class ResidualFlow(TangentPassFlow):
         ...                 dtype=torch.float64)
         >>> X = X * torch.tensor([3.0, 1.0, 0.1], dtype=torch.float64)
         >>> X = X - X.mean(dim=0)
-        >>> flow = ResidualFlow.from_data(X, alpha=0.0, n_blocks=2, hidden_sizes=(8,))
+        >>> flow = ResidualFlow.from_data(X, alpha=0.0, n_layers=2, hidden_features=(8,))
         >>> h = X @ flow.weight.T + flow.bias
         >>> torch.allclose(h.T @ h / len(X), torch.eye(3, dtype=torch.float64))
         True
@@ -449,8 +459,7 @@ def build_residual_like(cls, family, X, settings):
     """
     params = residual_params(family, settings)
     output_scale = params.pop("output_scale")
-    params["hidden_sizes"] = params.pop("hidden_features")
     seed = draw_seed(settings.generator)
     return cls.from_data(X, settings.alpha, generator=settings.generator,
-                         output_scale=output_scale, n_blocks=settings.n_layers, seed=seed,
+                         output_scale=output_scale, n_layers=settings.n_layers, seed=seed,
                          **params)

@@ -21,7 +21,8 @@ import math
 
 import torch
 
-from ._base import Flow, check_frobenius_method, draw_seed
+from ._base import Flow, RenamedAttribute, check_frobenius_method, draw_seed, \
+    renamed_parameter
 
 _INSTALL_HINT = ('zuko is required for the flows of the zuko family (flow=\'nsf\', the '
                  'default, and \'maf\'); install it with: pip install zuko')
@@ -201,7 +202,7 @@ class ZukoFlow(Flow):
         >>> import torch
         >>> from flowpca.flows import MAFFlow
         >>> X = torch.tensor([[0.0, 5.0], [2.0, 5.0]], dtype=torch.float64)  # a constant feature
-        >>> flow = MAFFlow(2, transforms=1, hidden_features=(8,)).standardize_for(X, floor=3.0)
+        >>> flow = MAFFlow(2, n_layers=1, hidden_features=(8,)).standardize_for(X, floor=3.0)
         >>> flow.shift.tolist()
         [1.0, 5.0]
         >>> torch.allclose(flow.scale ** 2, torch.tensor([1.0 + 3.0, 0.0 + 3.0],
@@ -212,7 +213,7 @@ class ZukoFlow(Flow):
 
         >>> X = torch.cat([torch.linspace(-1, 1, 99, dtype=torch.float64), torch.tensor(
         ...     [20.0], dtype=torch.float64)])[:, None]
-        >>> flow = MAFFlow(1, transforms=1, hidden_features=(8,)).standardize_for(X, domain=4.5)
+        >>> flow = MAFFlow(1, n_layers=1, hidden_features=(8,)).standardize_for(X, domain=4.5)
         >>> float(((X - flow.shift) / flow.scale).abs().max())
         4.5
         """
@@ -343,7 +344,7 @@ def _built(seed, make):
 class NSFFlow(ZukoFlow):
     """zuko's neural spline flow with rational-quadratic spline *couplings*.
 
-    ``transforms`` coupling layers (zuko ``NSF`` with ``passes=2``: each spline of half the
+    ``n_layers`` coupling layers (zuko ``NSF`` with ``passes=2``: each spline of half the
     features is conditioned on the other half, alternating), so both directions cost one
     pass per layer. After a fixed standardization (see :class:`ZukoFlow`).
 
@@ -351,8 +352,8 @@ class NSFFlow(ZukoFlow):
     ----------
     n_features : int
         Dimension ``D``. With ``D = 1`` zuko uses one free (unconditioned) spline per layer.
-    transforms : int, default=3
-        Number of coupling layers.
+    n_layers : int, default=3
+        Number of coupling layers (``transforms`` before flowpca 0.2, deprecated).
     hidden_features : tuple of int, default=(64, 64)
         Hidden layer sizes of each layer's conditioner network.
     bins : int, default=8
@@ -373,7 +374,7 @@ class NSFFlow(ZukoFlow):
     >>> from flowpca.flows import NSFFlow
     >>> X = torch.randn(10, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
-    >>> flow = NSFFlow(3, transforms=2, hidden_features=(8,), seed=0).standardize_for(X)
+    >>> flow = NSFFlow(3, n_layers=2, hidden_features=(8,), seed=0).standardize_for(X)
     >>> y, log_abs_det = flow(X)
     >>> y.shape, log_abs_det.shape
     (torch.Size([10, 3]), torch.Size([10]))
@@ -381,22 +382,27 @@ class NSFFlow(ZukoFlow):
     True
     """
 
-    def __init__(self, n_features, transforms=3, hidden_features=(64, 64), bins=8,
-                 bound=5.0, seed=0):
+    renamed_parameters = {"transforms": "n_layers"}
+    transforms = RenamedAttribute("transforms", "n_layers")
+
+    def __init__(self, n_features, n_layers=3, hidden_features=(64, 64), bins=8,
+                 bound=5.0, seed=0, *, transforms=None):
+        if transforms is not None:
+            n_layers = renamed_parameter("transforms", "n_layers", transforms)
         hidden_features = tuple(int(h) for h in hidden_features)
         bins, bound = int(bins), float(bound)
         # zuko's NSF with the spline's domain as a parameter (zuko.flows.NSF fixes it at 5).
         flow = _built(seed, lambda zuko: zuko.flows.MAF(
-            int(n_features), transforms=int(transforms), passes=2,
+            int(n_features), transforms=int(n_layers), passes=2,
             univariate=functools.partial(zuko.transforms.MonotonicRQSTransform,
                                          bound=bound, slope=1e-3),
             shapes=[(bins,), (bins,), (bins - 1,)], hidden_features=hidden_features))
         super().__init__(flow)
-        self.transforms, self.hidden_features = int(transforms), hidden_features
+        self.n_layers, self.hidden_features = int(n_layers), hidden_features
         self.bins, self.bound, self.seed = bins, bound, int(seed)
 
     def get_config(self):
-        return {"n_features": self.n_features, "transforms": self.transforms,
+        return {"n_features": self.n_features, "n_layers": self.n_layers,
                 "hidden_features": self.hidden_features, "bins": self.bins,
                 "bound": getattr(self, "bound", 5.0), "seed": self.seed}
 
@@ -411,8 +417,9 @@ class MAFFlow(ZukoFlow):
     ----------
     n_features : int
         Dimension ``D``.
-    transforms : int, default=3
-        Number of autoregressive layers (orders alternate).
+    n_layers : int, default=3
+        Number of autoregressive layers, orders alternating (``transforms`` before
+        flowpca 0.2, deprecated).
     hidden_features : tuple of int, default=(64, 64)
         Hidden layer sizes of each layer's masked network.
     seed : int, default=0
@@ -429,7 +436,7 @@ class MAFFlow(ZukoFlow):
     >>> from flowpca.flows import MAFFlow
     >>> X = torch.randn(10, 3, generator=torch.Generator().manual_seed(0),
     ...                 dtype=torch.float64)
-    >>> flow = MAFFlow(3, transforms=2, hidden_features=(8,), seed=0).standardize_for(X)
+    >>> flow = MAFFlow(3, n_layers=2, hidden_features=(8,), seed=0).standardize_for(X)
     >>> y, log_abs_det = flow(X)
     >>> y.shape, log_abs_det.shape
     (torch.Size([10, 3]), torch.Size([10]))
@@ -437,16 +444,22 @@ class MAFFlow(ZukoFlow):
     True
     """
 
-    def __init__(self, n_features, transforms=3, hidden_features=(64, 64), seed=0):
+    renamed_parameters = {"transforms": "n_layers"}
+    transforms = RenamedAttribute("transforms", "n_layers")
+
+    def __init__(self, n_features, n_layers=3, hidden_features=(64, 64), seed=0, *,
+                 transforms=None):
+        if transforms is not None:
+            n_layers = renamed_parameter("transforms", "n_layers", transforms)
         hidden_features = tuple(int(h) for h in hidden_features)
         flow = _built(seed, lambda zuko: zuko.flows.MAF(
-            int(n_features), transforms=int(transforms), hidden_features=hidden_features))
+            int(n_features), transforms=int(n_layers), hidden_features=hidden_features))
         super().__init__(flow)
-        self.transforms, self.hidden_features = int(transforms), hidden_features
+        self.n_layers, self.hidden_features = int(n_layers), hidden_features
         self.seed = int(seed)
 
     def get_config(self):
-        return {"n_features": self.n_features, "transforms": self.transforms,
+        return {"n_features": self.n_features, "n_layers": self.n_layers,
                 "hidden_features": self.hidden_features, "seed": self.seed}
 
 
@@ -490,7 +503,7 @@ def build_nsf(X, settings):
 
     """
     params = settings.params("nsf", {"hidden_features": (64, 64), "bins": 8, "bound": 5.0})
-    flow = NSFFlow(X.shape[1], transforms=settings.n_layers,
+    flow = NSFFlow(X.shape[1], n_layers=settings.n_layers,
                    hidden_features=params["hidden_features"], bins=params["bins"],
                    bound=params["bound"], seed=draw_seed(settings.generator))
     # Every training point inside 90 % of the splines' domain: a feature with far tails
@@ -521,6 +534,6 @@ def build_maf(X, settings):
 
     """
     params = settings.params("maf", {"hidden_features": (64, 64)})
-    flow = MAFFlow(X.shape[1], transforms=settings.n_layers,
+    flow = MAFFlow(X.shape[1], n_layers=settings.n_layers,
                    hidden_features=params["hidden_features"], seed=draw_seed(settings.generator))
     return flow.to(X.device, X.dtype).standardize_for(X, settings.alpha)
