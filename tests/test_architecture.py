@@ -94,3 +94,16 @@ def test_the_flow_traits_choose_the_component_map(flow, expected):
     # A map's state is plain values and rebuilds the same map.
     rebuilt = component_map_from_state(component_map.get_state())
     assert type(rebuilt) is type(component_map) and vars(rebuilt) == vars(component_map)
+
+
+def test_a_component_map_must_implement_its_hooks():
+    from flowpca.components import ComponentMap
+
+    class Partial(ComponentMap):
+        name = "partial"
+
+        def transform(self, flow, Xc):
+            return Xc
+
+    with pytest.raises(TypeError, match="abstract"):
+        Partial()

@@ -17,6 +17,7 @@ objects, see :mod:`flowpca._persistence`); the flow is passed to every method. I
 outputs are numpy arrays of centered points (or components), evaluated in row chunks.
 """
 
+import abc
 import math
 import warnings
 from contextlib import nullcontext
@@ -69,7 +70,7 @@ _PREIMAGE_CHECK_STARTS = 4
 _PREIMAGE_RTOL = 1e-4
 
 
-class ComponentMap:
+class ComponentMap(abc.ABC):
     """Base of the component maps; the defaults serve every bijective flow.
 
     Subclasses set :attr:`name` and implement :meth:`mean_variances`, :meth:`transform`,
@@ -81,10 +82,10 @@ class ComponentMap:
     #: Whether the flow has a square Jacobian (local variances, covariance).
     bijective = True
 
+    @abc.abstractmethod
     def mean_variances(self, flow, Xc, random_state):
         """Arithmetic and geometric means over the training data ``Xc`` of the local
         variances, each sorted in decreasing order."""
-        raise NotImplementedError
 
     def fit(self, flow, Xc, n_components, random_state):
         """Fix what the map needs to give ``n_components`` components; returns self."""
@@ -95,19 +96,19 @@ class ComponentMap:
         """Public fitted attributes of the estimator that come from the map."""
         return {}
 
+    @abc.abstractmethod
     def transform(self, flow, Xc):
         """Components of centered points, shape ``(n, n_components)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def inverse(self, flow, Z, tol, max_iter):
         """Centered points whose components are ``Z`` (trailing components zero), and
         each point's residual ``||transform(x) - Z||``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def directions(self, flow, Xc):
         """Local directions as columns, shape ``(n, D, n_components)``, ordered and
         signed like :meth:`transform`'s components."""
-        raise NotImplementedError
 
     def local_variances(self, flow, Xc):
         """``s_i(x)^-2`` for the singular values of ``J_f(x)``, largest first."""
@@ -160,7 +161,7 @@ class LinearComponents(ComponentMap):
     def fit(self, flow, Xc, n_components, random_state):
         super().fit(flow, Xc, n_components, random_state)
         self.components_ = self.directions_[:self.n_components]
-        self.variances = self.directions_ = None  # not needed after fit
+        del self.variances, self.directions_  # not needed after fit
         return self
 
     def fitted_attributes(self):

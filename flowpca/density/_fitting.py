@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.extmath import svd_flip
 
 from .. import _device
-from .._chunks import iter_tensor_chunks
+from .._chunks import flow_device_dtype, iter_tensor_chunks
 from ..components import local_svd
 from ..exceptions import DegenerateFitWarning
 from ..flows import Flow, LinearFlow
@@ -105,7 +105,7 @@ def train(flow, x_train, x_val, options, alphas, generator):
     alpha_scores : list of (float, float) or None
         Each value tried with its best held-out score.
     """
-    device, dtype = next(flow.parameters()).device, next(flow.parameters()).dtype
+    device, dtype = flow_device_dtype(flow)
     x_train_t = _device.to_tensor(x_train, device, dtype)
     x_val_t = None if x_val is None else _device.to_tensor(x_val, device, dtype)
     options = dataclasses.replace(options, alpha=alphas[0])

@@ -363,12 +363,12 @@ class TangentPassFlow(Flow):
     (their docstrings are :class:`Flow`'s).
     """
 
+    @abc.abstractmethod
     def _push(self, x, tangents, log_det, generator=None):
         """``(y, log_abs_det, T)``: ``f(x)``, ``log|det J_f(x)|`` per row (or None
         without ``log_det``) and the tangents pushed through, ``T[i, k] = J_f(x[i])
         tangents[i, k]`` of shape ``(n, k, D)``; ``tangents=None`` pushes the identity
         (``T[i] = J_f(x[i])^T``). ``generator`` serves stochastic log-determinants."""
-        raise NotImplementedError
 
     def jvp(self, x, v):
         y, _, T = self._push(x, v.unsqueeze(1), log_det=False)
